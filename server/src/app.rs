@@ -1,0 +1,150 @@
+//! The application: state, router and the listener it owns, background upkeep, and
+//! a graceful stop that also closes the upgraded sockets axum does not track.
+
+use crate::auth::jwt::TokenKeys;
+use crate::auth::passwords::Passwords;
+use crate::config::Config;
+use crate::sessions::SessionRegistry;
+use crate::store::{self, Store};
+use crate::{bootstrap, http, ws};
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often sessions past their lifetime have their sockets closed (4002).
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How often `last_seen_at` is written back to the store.
+const LAST_SEEN_FLUSH_EVERY: Duration = Duration::from_secs(30);
+/// How long a stop waits for sockets to send their 1001 and finish writing.
+const SOCKET_DRAIN_BOUND: Duration = Duration::from_secs(8);
+
+/// Handles to everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub sessions: SessionRegistry,
+    pub keys: Arc<TokenKeys>,
+    pub passwords: Passwords,
+    /// Socket tasks, so that a stop can wait for them.
+    pub socket_tasks: TaskTracker,
+    /// Cancelled when the server stops; sockets then close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// How long a session must be remembered after it ended: as long as an access
+    /// token issued before the end can still pass the signature check.
+    pub fn session_retention(&self) -> Duration {
+        self.keys.access_ttl() + Duration::from_secs(self.config.jwt_leeway) + Duration::from_secs(60)
+    }
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    /// Connects and migrates the store, loads the registry, prepares secrets and the
+    /// first admin, and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let store = store::connect(&config.database_url).await?;
+        let secret = bootstrap::jwt_secret(&config)?;
+        let keys = TokenKeys::new(
+            &secret,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.access_ttl,
+            config.jwt_leeway,
+        )?;
+        let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
+        let listener = TcpListener::bind(config.bind).await?;
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            sessions: SessionRegistry::new(),
+            keys: Arc::new(keys),
+            passwords,
+            socket_tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        };
+        load_registry(&state).await?;
+        bootstrap::first_admin(&state).await?;
+        Ok(App { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn router(state: AppState) -> Router {
+        http::with_layers(http::router().merge(ws::router()).with_state(state))
+    }
+
+    /// Serves until `stop` completes, then closes every socket with 1001 and waits
+    /// (bounded) for them to finish.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App { listener, state } = self;
+        let upkeep = tokio::spawn(run_upkeep(state.clone()));
+        let shutdown = state.shutdown.clone();
+        let service = App::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                stop.await;
+                shutdown.cancel();
+            })
+            .await?;
+        state.shutdown.cancel();
+        state.socket_tasks.close();
+        if tokio::time::timeout(SOCKET_DRAIN_BOUND, state.socket_tasks.wait()).await.is_err() {
+            tracing::warn!(remaining = state.socket_tasks.len(), "sockets still open at stop");
+        }
+        upkeep.abort();
+        flush_last_seen(&state).await;
+        Ok(())
+    }
+}
+
+async fn load_registry(state: &AppState) -> anyhow::Result<()> {
+    let forget_before = store::now() - state.session_retention();
+    for record in state.store.sessions_to_remember(forget_before, forget_before).await? {
+        state.sessions.remember(&record);
+    }
+    tracing::info!(sessions = state.sessions.len(), "session registry loaded");
+    Ok(())
+}
+
+/// Closes sockets of sessions that reached their end, forgets sessions no token can
+/// name any more, and writes `last_seen_at` back now and then.
+async fn run_upkeep(state: AppState) {
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut flush = tokio::time::interval(LAST_SEEN_FLUSH_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = sweep.tick() => {
+                let plan = state.sessions.sweep(store::now(), state.session_retention());
+                plan.execute(crate::revocation::CLOSE_CONFIRM_BOUND).await;
+            }
+            _ = flush.tick() => flush_last_seen(&state).await,
+        }
+    }
+}
+
+async fn flush_last_seen(state: &AppState) {
+    let changed = state.sessions.take_last_seen_changes();
+    if let Err(error) = state.store.record_last_seen(&changed).await {
+        tracing::warn!(error = format!("{error:#}"), "could not record last_seen_at");
+    }
+}

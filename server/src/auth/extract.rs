@@ -1,0 +1,194 @@
+//! The one extractor for an authenticated session, used by every protected route
+//! and by the WebSocket upgrade. It verifies the token's signature and asks the
+//! registry; it never touches the database.
+
+use crate::app::AppState;
+use crate::auth::jwt::AccessClaims;
+use crate::error::ApiError;
+use crate::sessions::{SessionEntry, SessionProblem};
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use tether_shared::api::Role;
+use tether_shared::close;
+
+/// The subprotocol a browser offers, and that the server selects.
+pub const WS_PROTOCOL: &str = "tether.v1";
+/// A browser, which cannot set headers on an upgrade, sends its token as the
+/// subprotocol `tether.bearer.<jwt>` next to [`WS_PROTOCOL`].
+pub const WS_TOKEN_PROTOCOL_PREFIX: &str = "tether.bearer.";
+
+/// Why a request is not authenticated.
+#[derive(Debug)]
+pub enum AuthFailure {
+    /// Missing, malformed, forged or expired token.
+    InvalidToken,
+    /// The token is sound but its session cannot be used.
+    Session(SessionProblem),
+}
+
+impl AuthFailure {
+    pub fn close_code(&self) -> u16 {
+        match self {
+            AuthFailure::InvalidToken => close::INVALID_TOKEN,
+            AuthFailure::Session(problem) => problem.close_code(),
+        }
+    }
+
+    pub fn close_reason(&self) -> String {
+        match self {
+            AuthFailure::InvalidToken => close::reason("invalid token", Some("refresh and reconnect")),
+            AuthFailure::Session(problem) => problem.close_reason(),
+        }
+    }
+}
+
+impl From<AuthFailure> for ApiError {
+    fn from(failure: AuthFailure) -> ApiError {
+        match failure {
+            AuthFailure::InvalidToken | AuthFailure::Session(SessionProblem::Unknown) => ApiError::InvalidToken,
+            AuthFailure::Session(SessionProblem::Revoked(_)) => ApiError::SessionRevoked,
+            AuthFailure::Session(SessionProblem::Expired) => ApiError::SessionExpired,
+        }
+    }
+}
+
+impl IntoResponse for AuthFailure {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
+
+/// Where a route takes its token from.
+pub trait TokenSource: Send + Sync + 'static {
+    fn token(parts: &Parts) -> Result<String, AuthFailure>;
+}
+
+/// `Authorization: Bearer <jwt>` only: every HTTP route.
+pub struct BearerHeader;
+
+/// The upgrade's three transports, first present wins: the `Authorization` header,
+/// the `tether.bearer.<jwt>` subprotocol, the `access_token` query parameter.
+pub struct UpgradeToken;
+
+impl TokenSource for BearerHeader {
+    fn token(parts: &Parts) -> Result<String, AuthFailure> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or(AuthFailure::InvalidToken)?;
+        bearer_token(header.as_bytes())
+    }
+}
+
+impl TokenSource for UpgradeToken {
+    fn token(parts: &Parts) -> Result<String, AuthFailure> {
+        if let Some(header) = parts.headers.get(AUTHORIZATION) {
+            return bearer_token(header.as_bytes());
+        }
+        let from_protocol = parts
+            .headers
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .find_map(|protocol| protocol.trim().strip_prefix(WS_TOKEN_PROTOCOL_PREFIX));
+        if let Some(token) = from_protocol {
+            return Ok(token.to_owned());
+        }
+        parts
+            .uri
+            .query()
+            .and_then(|query| {
+                form_urlencoded::parse(query.as_bytes())
+                    .find(|(name, _)| name == "access_token")
+                    .map(|(_, token)| token.into_owned())
+            })
+            .ok_or(AuthFailure::InvalidToken)
+    }
+}
+
+fn bearer_token(header: &[u8]) -> Result<String, AuthFailure> {
+    let text = std::str::from_utf8(header).map_err(|_| AuthFailure::InvalidToken)?;
+    let (scheme, token) = text.split_once(' ').ok_or(AuthFailure::InvalidToken)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthFailure::InvalidToken);
+    }
+    Ok(token.to_owned())
+}
+
+/// An authenticated session: a verified token whose session is live on this node.
+pub struct AuthSession<S = BearerHeader> {
+    pub claims: AccessClaims,
+    pub session: Arc<SessionEntry>,
+    source: PhantomData<S>,
+}
+
+impl<S: TokenSource> FromRequestParts<AppState> for AuthSession<S> {
+    type Rejection = AuthFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = S::token(parts)?;
+        let claims = state.keys.verify(&token).map_err(|_| AuthFailure::InvalidToken)?;
+        let session = state
+            .sessions
+            .check(claims.sid, crate::store::now())
+            .map_err(AuthFailure::Session)?;
+        if session.user_id != claims.sub {
+            return Err(AuthFailure::InvalidToken);
+        }
+        tracing::Span::current().record("sid", tracing::field::display(claims.sid));
+        Ok(AuthSession { claims, session, source: PhantomData })
+    }
+}
+
+/// An authenticated session whose token says `role: admin`.
+pub struct AdminSession(pub AuthSession);
+
+impl FromRequestParts<AppState> for AdminSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let auth = AuthSession::<BearerHeader>::from_request_parts(parts, state).await?;
+        if auth.claims.role != Role::Admin {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(AdminSession(auth))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(request: axum::http::Request<()>) -> Parts {
+        request.into_parts().0
+    }
+
+    #[test]
+    fn bearer_header_takes_the_scheme_in_any_case() {
+        let request = axum::http::Request::get("/").header("authorization", "bearer abc").body(()).unwrap();
+        assert_eq!(BearerHeader::token(&parts(request)).unwrap(), "abc");
+        for bad in ["abc", "Basic abc", "Bearer ", "Bearer"] {
+            let request = axum::http::Request::get("/").header("authorization", bad).body(()).unwrap();
+            assert!(BearerHeader::token(&parts(request)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn upgrade_token_prefers_header_then_protocol_then_query() {
+        let request = axum::http::Request::get("/ws?access_token=q")
+            .header("sec-websocket-protocol", "tether.v1, tether.bearer.p")
+            .body(())
+            .unwrap();
+        assert_eq!(UpgradeToken::token(&parts(request)).unwrap(), "p");
+        let request = axum::http::Request::get("/ws?x=1&access_token=q%2Bq").body(()).unwrap();
+        assert_eq!(UpgradeToken::token(&parts(request)).unwrap(), "q+q");
+        let request = axum::http::Request::get("/ws?access_token=q")
+            .header("authorization", "Token nope")
+            .body(())
+            .unwrap();
+        assert!(UpgradeToken::token(&parts(request)).is_err(), "a malformed header is not skipped");
+    }
+}

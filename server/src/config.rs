@@ -1,0 +1,181 @@
+//! Command line and environment: the `tether` subcommands and every `serve` setting.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tether.db";
+
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about = "Real-time game server with revocable sessions")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (applies pending migrations first).
+    Serve(Box<Config>),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Apply pending migrations and exit.
+    Migrate {
+        #[arg(long, env = "TETHER_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Read the password from standard input (the only way, so it never shows in `ps`).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long, default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
+}
+
+/// Everything `serve` needs. Each flag is also read from `TETHER_<FLAG>`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "TETHER_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// `sqlite://PATH` (embedded, the default) or `postgres://...`.
+    #[arg(long, env = "TETHER_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// File whose contents are the JWT signing secret (at least 32 bytes).
+    #[arg(long, env = "TETHER_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Extra origins allowed to open sockets, comma-separated.
+    #[arg(long, env = "TETHER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Access token lifetime.
+    #[arg(long, env = "TETHER_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_ttl: Duration,
+
+    /// A session's absolute lifetime; refresh cannot extend it.
+    #[arg(long, env = "TETHER_SESSION_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+
+    /// A new login revokes the user's older sessions (close 4005).
+    #[arg(long, env = "TETHER_SINGLE_SESSION")]
+    pub single_session: bool,
+
+    /// `iss` claim written and required.
+    #[arg(long, env = "TETHER_JWT_ISSUER", default_value = "tether")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim written and required.
+    #[arg(long, env = "TETHER_JWT_AUDIENCE", default_value = "tether")]
+    pub jwt_audience: String,
+
+    /// Clock leeway for `exp`, in seconds (the contract allows at most 30).
+    #[arg(long, env = "TETHER_JWT_LEEWAY", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=30))]
+    pub jwt_leeway: u64,
+
+    /// Argon2id memory cost in KiB (OWASP: 19456).
+    #[arg(long, env = "TETHER_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+
+    /// Argon2id passes.
+    #[arg(long, env = "TETHER_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// Frames a socket may have queued for sending before it counts as a slow consumer.
+    #[arg(long, env = "TETHER_WS_OUTBOUND_QUEUE", default_value_t = 64)]
+    pub ws_outbound_queue: usize,
+
+    /// Largest client message accepted, in bytes (larger: close 1009).
+    #[arg(long, env = "TETHER_WS_MAX_MESSAGE", default_value_t = 16 * 1024)]
+    pub ws_max_message: usize,
+
+    /// Bad frames a socket may send before it is closed with 1008.
+    #[arg(long, env = "TETHER_WS_MAX_BAD_FRAMES", default_value_t = 10)]
+    pub ws_max_bad_frames: u32,
+
+    /// `text` for people, `json` for log collectors.
+    #[arg(long, env = "TETHER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Config {
+    /// The defaults, as `tether serve` with no flags and no environment would have them.
+    pub fn defaults() -> Config {
+        #[derive(Parser)]
+        struct Probe {
+            #[command(flatten)]
+            config: Config,
+        }
+        Probe::parse_from(["tether"]).config
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        is_postgres_url(&self.database_url)
+    }
+}
+
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `90s`, `15m`, `2h`, `30d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let count: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 90s, 15m, 2h or 30d"))?;
+    let unit_seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    let seconds = count
+        .checked_mul(unit_seconds)
+        .filter(|&s| s > 0)
+        .ok_or_else(|| format!("{text:?} must be positive and not absurdly large"))?;
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_documented_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("15 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::defaults();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.access_ttl, Duration::from_secs(900));
+        assert_eq!(config.session_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert!(!config.single_session);
+    }
+}

@@ -1,0 +1,75 @@
+//! The caller's own account: who am I, my sessions, revoke one of them.
+
+use super::ApiPath;
+use crate::app::AppState;
+use crate::auth::AuthSession;
+use crate::error::{ApiError, ApiResult};
+use crate::revocation::revoke;
+use crate::sessions::RevokeKind;
+use crate::store::{self, RevokeScope};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use tether_shared::api::{MeResponse, OwnSessionView, OwnSessionsResponse, SessionSummary, UserView};
+use tether_shared::SessionId;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/me", get(me))
+        .route("/api/sessions", get(list_sessions))
+        .route("/api/sessions/{sid}", delete(delete_session))
+}
+
+/// Answered from the token and the registry alone.
+async fn me(auth: AuthSession) -> Json<MeResponse> {
+    Json(MeResponse {
+        user: UserView { id: auth.claims.sub, username: auth.claims.name, role: auth.claims.role },
+        session: SessionSummary {
+            id: auth.session.id,
+            created_at: auth.session.created_at,
+            expires_at: auth.session.expires_at,
+        },
+    })
+}
+
+async fn list_sessions(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Json<OwnSessionsResponse>> {
+    let records = state.store.live_sessions_of_user(auth.claims.sub.0, store::now()).await?;
+    let sessions = records
+        .into_iter()
+        .map(|record| {
+            let id = SessionId(record.id);
+            let live = state.sessions.get(id);
+            OwnSessionView {
+                id,
+                created_at: record.created_at,
+                // Memory is ahead of the store between flushes.
+                last_seen_at: live
+                    .as_ref()
+                    .map_or(record.last_seen_at, |entry| entry.last_seen_at().max(record.last_seen_at)),
+                user_agent: record.user_agent,
+                ip: record.ip,
+                sockets: live.as_ref().map_or(0, |entry| entry.open_sockets() as u32),
+                current: id == auth.claims.sid,
+            }
+        })
+        .collect();
+    Ok(Json(OwnSessionsResponse { sessions }))
+}
+
+async fn delete_session(
+    State(state): State<AppState>,
+    auth: AuthSession,
+    ApiPath(sid): ApiPath<SessionId>,
+) -> ApiResult<StatusCode> {
+    let owned = state
+        .store
+        .find_session(sid.0)
+        .await?
+        .is_some_and(|session| session.user_id == auth.claims.sub.0);
+    if !owned {
+        return Err(ApiError::NotFound);
+    }
+    revoke(&state, RevokeScope::Session(sid.0), RevokeKind::SessionDelete, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

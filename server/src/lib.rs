@@ -1,0 +1,26 @@
+//! Tether: one login for the web API and the game socket, revocable at once.
+//!
+//! - [`config`]: the `tether` command line and every `serve` setting.
+//! - [`app`]: state, router, listener, background upkeep, graceful stop.
+//! - [`auth`]: access tokens, refresh tokens, passwords, the session extractor.
+//! - [`sessions`]: the in-memory session registry and the sockets it can close.
+//! - [`revocation`]: persist, mark, close, then answer.
+//! - [`store`]: SQLite and PostgreSQL behind one trait.
+//! - [`http`], [`ws`]: the routes.
+//! - [`bootstrap`]: the signing secret and the first admin.
+//! - [`telemetry`]: logging.
+
+pub mod app;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod revocation;
+pub mod sessions;
+pub mod store;
+pub mod telemetry;
+pub mod ws;
+
+pub use app::{App, AppState};
+pub use config::Config;

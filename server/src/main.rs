@@ -1,0 +1,87 @@
+//! The `tether` binary: parse the command line, then serve, create a user, or migrate.
+
+use clap::Parser as _;
+use std::io::Read as _;
+use tether::auth::passwords::Passwords;
+use tether::config::{Cli, Command, Config, UserCommand};
+use tether::store::{self, CreateUser, NewUser};
+use tether::App;
+use tether_shared::api::Role;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(config) => serve(*config).await,
+        Command::Migrate { database_url } => {
+            tether::telemetry::init("text");
+            store::connect(&database_url).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::User(UserCommand::Create { username, password_stdin: _, admin, database_url }) => {
+            create_user(&username, admin, &database_url).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    tether::telemetry::init(&config.log_format);
+    let app = App::build(config).await?;
+    tracing::info!(addr = %app.local_addr(), "listening");
+    app.run_until_stopped(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn create_user(username: &str, admin: bool, database_url: &str) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_to_string(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(
+        (8..=128).contains(&password.chars().count()),
+        "the password must have 8-128 characters"
+    );
+    let defaults = Config::defaults();
+    let passwords = Passwords::new(defaults.argon2_memory_kib, defaults.argon2_iterations)?;
+    let store = store::connect(database_url).await?;
+    let hash = passwords.hash(password).await?;
+    let role = if admin { Role::Admin } else { Role::Player };
+    let created = store
+        .create_user(NewUser {
+            id: uuid::Uuid::new_v4(),
+            username,
+            password_hash: &hash,
+            role: role.as_str(),
+            created_at: store::now(),
+        })
+        .await?;
+    match created {
+        CreateUser::Created => {
+            println!("created {} {username}", role.as_str());
+            Ok(())
+        }
+        CreateUser::UsernameTaken => anyhow::bail!("the username {username:?} is taken"),
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

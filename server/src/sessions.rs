@@ -1,0 +1,486 @@
+//! The session registry: every session this node may be asked about, in memory.
+//!
+//! It is the only thing a request or an upgrade consults after the signature check.
+//! Each entry also holds the close handles of the session's open sockets, so that a
+//! revocation marks the session and collects its sockets under one short lock, and
+//! then closes them without holding any lock (see [`ClosePlan`]).
+
+use crate::store::SessionRecord;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tether_shared::{close, SessionId, UserId};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a session was revoked; decides the close code and the HTTP answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeKind {
+    Logout,
+    LogoutAll,
+    SessionDelete,
+    AdminRevoke,
+    RevokeAll,
+    RefreshReuse,
+    Kick,
+    Ban,
+    Replaced,
+}
+
+impl RevokeKind {
+    const ALL: [RevokeKind; 9] = [
+        RevokeKind::Logout,
+        RevokeKind::LogoutAll,
+        RevokeKind::SessionDelete,
+        RevokeKind::AdminRevoke,
+        RevokeKind::RevokeAll,
+        RevokeKind::RefreshReuse,
+        RevokeKind::Kick,
+        RevokeKind::Ban,
+        RevokeKind::Replaced,
+    ];
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeKind::Logout => "logout",
+            RevokeKind::LogoutAll => "logout_all",
+            RevokeKind::SessionDelete => "session_delete",
+            RevokeKind::AdminRevoke => "admin_revoke",
+            RevokeKind::RevokeAll => "revoke_all",
+            RevokeKind::RefreshReuse => "refresh_reuse",
+            RevokeKind::Kick => "kick",
+            RevokeKind::Ban => "ban",
+            RevokeKind::Replaced => "replaced",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RevokeKind> {
+        RevokeKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    pub fn close_code(self) -> u16 {
+        match self {
+            RevokeKind::Kick => close::KICKED,
+            RevokeKind::Ban => close::BANNED,
+            RevokeKind::Replaced => close::REPLACED,
+            _ => close::REVOKED,
+        }
+    }
+
+    /// The `<kind>` part of a close reason.
+    fn reason_kind(self) -> &'static str {
+        match self {
+            RevokeKind::Kick => "kicked",
+            RevokeKind::Ban => "banned",
+            RevokeKind::Replaced => "replaced",
+            _ => "revoked",
+        }
+    }
+
+    /// Said after the kind when no one gave a reason.
+    fn default_detail(self) -> Option<&'static str> {
+        match self {
+            RevokeKind::Logout => Some("logout"),
+            RevokeKind::LogoutAll => Some("logout everywhere"),
+            RevokeKind::SessionDelete => Some("session deleted"),
+            RevokeKind::RefreshReuse => Some("refresh token reuse"),
+            RevokeKind::Replaced => Some("a newer login took over"),
+            _ => None,
+        }
+    }
+}
+
+/// A session's revocation as remembered in memory.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub kind: RevokeKind,
+    pub reason: Option<String>,
+    pub at: OffsetDateTime,
+}
+
+impl Revocation {
+    /// `<kind>` or `<kind>: <reason>`, at most 123 bytes.
+    pub fn close_reason(&self) -> String {
+        let detail = self.reason.as_deref().or(self.kind.default_detail());
+        close::reason(self.kind.reason_kind(), detail)
+    }
+
+    fn from_record(record: &SessionRecord) -> Option<Revocation> {
+        let at = record.revoked_at?;
+        let kind = record
+            .revoke_kind
+            .as_deref()
+            .and_then(RevokeKind::parse)
+            .unwrap_or(RevokeKind::AdminRevoke);
+        Some(Revocation { kind, reason: record.revoke_reason.clone(), at })
+    }
+}
+
+/// Why a token's session cannot be used.
+#[derive(Debug, Clone)]
+pub enum SessionProblem {
+    /// Not a session this node knows: treated like a forged token.
+    Unknown,
+    Revoked(Arc<Revocation>),
+    Expired,
+}
+
+impl SessionProblem {
+    pub fn close_code(&self) -> u16 {
+        match self {
+            SessionProblem::Unknown => close::INVALID_TOKEN,
+            SessionProblem::Revoked(revocation) => revocation.kind.close_code(),
+            SessionProblem::Expired => close::EXPIRED,
+        }
+    }
+
+    pub fn close_reason(&self) -> String {
+        match self {
+            SessionProblem::Unknown => close::reason("invalid token", Some("unknown session")),
+            SessionProblem::Revoked(revocation) => revocation.close_reason(),
+            SessionProblem::Expired => close::reason("expired", None),
+        }
+    }
+}
+
+/// Sent to a socket's task: write this close frame now, ahead of anything queued.
+#[derive(Debug)]
+pub struct CloseOrder {
+    pub code: u16,
+    pub reason: Arc<str>,
+    /// Dropped by the socket task once the frame is written (or the socket aborted);
+    /// the revoker waits until every ticket of its plan is gone.
+    _ticket: mpsc::Sender<()>,
+}
+
+struct SocketLink {
+    id: u64,
+    close: oneshot::Sender<CloseOrder>,
+}
+
+struct EntryState {
+    revoked: Option<Arc<Revocation>>,
+    sockets: Vec<SocketLink>,
+}
+
+/// One session as the registry knows it.
+pub struct SessionEntry {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// Unix seconds of the last authenticated use; written to the store in batches.
+    last_seen: AtomicI64,
+    last_seen_flushed: AtomicI64,
+    state: Mutex<EntryState>,
+}
+
+impl SessionEntry {
+    fn from_record(record: &SessionRecord) -> SessionEntry {
+        let last_seen = record.last_seen_at.unix_timestamp();
+        SessionEntry {
+            id: SessionId(record.id),
+            user_id: UserId(record.user_id),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            last_seen: AtomicI64::new(last_seen),
+            last_seen_flushed: AtomicI64::new(last_seen),
+            state: Mutex::new(EntryState {
+                revoked: Revocation::from_record(record).map(Arc::new),
+                sockets: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, EntryState> {
+        // Nothing panics while holding this lock; recover rather than poison the registry.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn problem_at(&self, state: &EntryState, now: OffsetDateTime) -> Option<SessionProblem> {
+        if let Some(revocation) = &state.revoked {
+            Some(SessionProblem::Revoked(revocation.clone()))
+        } else if self.expires_at <= now {
+            Some(SessionProblem::Expired)
+        } else {
+            None
+        }
+    }
+
+    pub fn last_seen_at(&self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(self.last_seen.load(Ordering::Relaxed)).unwrap_or(self.created_at)
+    }
+
+    pub fn open_sockets(&self) -> usize {
+        self.lock().sockets.len()
+    }
+
+    fn touch(&self, now: OffsetDateTime) {
+        let now = now.unix_timestamp();
+        // Read first: a store on every request would bounce the cache line between cores.
+        if self.last_seen.load(Ordering::Relaxed) < now {
+            self.last_seen.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A socket's place in its session. Dropping it unregisters the socket.
+pub struct SocketGuard {
+    entry: Arc<SessionEntry>,
+    id: u64,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let mut state = self.entry.lock();
+        if let Some(index) = state.sockets.iter().position(|link| link.id == self.id) {
+            state.sockets.swap_remove(index);
+        }
+    }
+}
+
+/// Close orders collected under the entries' locks, to be sent after they are released.
+#[must_use = "a close plan does nothing until it is executed"]
+pub struct ClosePlan {
+    orders: Vec<(oneshot::Sender<CloseOrder>, u16, Arc<str>)>,
+}
+
+impl ClosePlan {
+    fn empty() -> ClosePlan {
+        ClosePlan { orders: Vec::new() }
+    }
+
+    fn take_sockets(&mut self, state: &mut EntryState, code: u16, reason: &Arc<str>) {
+        self.orders
+            .extend(state.sockets.drain(..).map(|link| (link.close, code, reason.clone())));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    /// Hands every socket its close order and waits until each has written its close
+    /// frame or been aborted. Socket tasks never wait on a slow peer to do either, so
+    /// `bound` is only a guard against a bug; returns how many sockets were closed.
+    pub async fn execute(self, bound: Duration) -> u64 {
+        if self.orders.is_empty() {
+            return 0;
+        }
+        let (ticket, mut all_done) = mpsc::channel::<()>(1);
+        let mut delivered = 0;
+        for (close_tx, code, reason) in self.orders {
+            let order = CloseOrder { code, reason, _ticket: ticket.clone() };
+            // A socket whose task already ended returns the order, and its ticket, at once.
+            if close_tx.send(order).is_ok() {
+                delivered += 1;
+            }
+        }
+        drop(ticket);
+        if tokio::time::timeout(bound, all_done.recv()).await.is_err() {
+            tracing::error!(sockets = delivered, "socket tasks did not confirm their close in time");
+        }
+        delivered
+    }
+}
+
+/// The registry; cheap to clone, every clone is the same registry.
+#[derive(Clone, Default)]
+pub struct SessionRegistry {
+    sessions: Arc<DashMap<SessionId, Arc<SessionEntry>>>,
+    next_socket_id: Arc<AtomicU64>,
+}
+
+impl SessionRegistry {
+    pub fn new() -> SessionRegistry {
+        SessionRegistry::default()
+    }
+
+    /// Remembers a session as the store has it (live, revoked or expired).
+    pub fn remember(&self, record: &SessionRecord) -> Arc<SessionEntry> {
+        self.sessions
+            .entry(SessionId(record.id))
+            .or_insert_with(|| Arc::new(SessionEntry::from_record(record)))
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn get(&self, id: SessionId) -> Option<Arc<SessionEntry>> {
+        self.sessions.get(&id).map(|entry| entry.clone())
+    }
+
+    /// The per-request check: is this session usable now?
+    pub fn check(&self, id: SessionId, now: OffsetDateTime) -> Result<Arc<SessionEntry>, SessionProblem> {
+        let entry = self.get(id).ok_or(SessionProblem::Unknown)?;
+        if let Some(problem) = entry.problem_at(&entry.lock(), now) {
+            return Err(problem);
+        }
+        entry.touch(now);
+        Ok(entry)
+    }
+
+    /// Registers a socket, unless the session became unusable since it was checked.
+    /// The check and the insert share the lock a revocation takes, so a socket can
+    /// never slip in after its session's sockets were collected for closing.
+    pub fn attach_socket(
+        &self,
+        entry: &Arc<SessionEntry>,
+        now: OffsetDateTime,
+    ) -> Result<(SocketGuard, oneshot::Receiver<CloseOrder>), SessionProblem> {
+        let (close_tx, close_rx) = oneshot::channel();
+        let id = self.next_socket_id.fetch_add(1, Ordering::Relaxed);
+        let mut state = entry.lock();
+        if let Some(problem) = entry.problem_at(&state, now) {
+            return Err(problem);
+        }
+        state.sockets.push(SocketLink { id, close: close_tx });
+        drop(state);
+        Ok((SocketGuard { entry: entry.clone(), id }, close_rx))
+    }
+
+    /// Marks the sessions revoked (the store has already recorded it) and collects
+    /// their sockets' close handles. A session revoked before keeps its first reason.
+    pub fn revoke(&self, records: &[SessionRecord]) -> ClosePlan {
+        let mut plan = ClosePlan::empty();
+        for record in records {
+            let Some(revocation) = Revocation::from_record(record) else { continue };
+            let entry = self.remember(record);
+            let mut state = entry.lock();
+            let revocation = state.revoked.get_or_insert_with(|| Arc::new(revocation)).clone();
+            let reason: Arc<str> = revocation.close_reason().into();
+            plan.take_sockets(&mut state, revocation.kind.close_code(), &reason);
+        }
+        plan
+    }
+
+    /// Collects the sockets of sessions past their lifetime (close 4002), and forgets
+    /// sessions whose every token has expired: revoked or ended longer than `retention`
+    /// ago (the access TTL plus the clock leeway).
+    pub fn sweep(&self, now: OffsetDateTime, retention: Duration) -> ClosePlan {
+        let mut plan = ClosePlan::empty();
+        let expired_reason: Arc<str> = SessionProblem::Expired.close_reason().into();
+        let forget_before = now - retention;
+        self.sessions.retain(|_, entry| {
+            let mut state = entry.lock();
+            if state.revoked.is_none() && entry.expires_at <= now {
+                plan.take_sockets(&mut state, close::EXPIRED, &expired_reason);
+            }
+            let ended_at = state.revoked.as_ref().map_or(entry.expires_at, |r| r.at.min(entry.expires_at));
+            !(ended_at < forget_before && state.sockets.is_empty())
+        });
+        plan
+    }
+
+    /// `last_seen_at` values that changed since the last call, for the store.
+    pub fn take_last_seen_changes(&self) -> Vec<(uuid::Uuid, OffsetDateTime)> {
+        let mut changed = Vec::new();
+        for entry in self.sessions.iter() {
+            let seen = entry.last_seen.load(Ordering::Relaxed);
+            if entry.last_seen_flushed.swap(seen, Ordering::Relaxed) != seen {
+                changed.push((entry.id.0, entry.last_seen_at()));
+            }
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(expires_in: Duration) -> SessionRecord {
+        let now = crate::store::now();
+        SessionRecord {
+            id: uuid::Uuid::new_v4(),
+            user_id: uuid::Uuid::new_v4(),
+            created_at: now,
+            expires_at: now + expires_in,
+            last_seen_at: now,
+            user_agent: None,
+            ip: None,
+            revoked_at: None,
+            revoke_kind: None,
+            revoke_reason: None,
+        }
+    }
+
+    fn revoked(mut record: SessionRecord, kind: RevokeKind, reason: Option<&str>) -> SessionRecord {
+        record.revoked_at = Some(crate::store::now());
+        record.revoke_kind = Some(kind.as_str().into());
+        record.revoke_reason = reason.map(str::to_owned);
+        record
+    }
+
+    #[tokio::test]
+    async fn revoking_sends_each_socket_its_close_and_refuses_new_ones() {
+        let registry = SessionRegistry::new();
+        let live = record(Duration::from_secs(60));
+        let entry = registry.remember(&live);
+        let now = crate::store::now();
+        let (_guard_a, mut rx_a) = registry.attach_socket(&entry, now).unwrap();
+        let (_guard_b, mut rx_b) = registry.attach_socket(&entry, now).unwrap();
+
+        let plan = registry.revoke(&[revoked(live.clone(), RevokeKind::Kick, Some("spamming"))]);
+        let closer = tokio::spawn(plan.execute(Duration::from_secs(5)));
+        let a = rx_a.try_recv_wait().await;
+        let b = rx_b.try_recv_wait().await;
+        assert_eq!((a.code, &*a.reason), (4004, "kicked: spamming"));
+        assert_eq!((b.code, &*b.reason), (4004, "kicked: spamming"));
+        drop((a, b));
+        assert_eq!(closer.await.unwrap(), 2);
+
+        assert!(matches!(registry.check(entry.id, now), Err(SessionProblem::Revoked(_))));
+        assert!(registry.attach_socket(&entry, now).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_second_revocation_keeps_the_first_reason() {
+        let registry = SessionRegistry::new();
+        let live = record(Duration::from_secs(60));
+        registry.remember(&live);
+        let _ = registry.revoke(&[revoked(live.clone(), RevokeKind::Logout, None)]);
+        let _ = registry.revoke(&[revoked(live.clone(), RevokeKind::Ban, Some("cheating"))]);
+        let Err(problem) = registry.check(SessionId(live.id), crate::store::now()) else { panic!("still live") };
+        assert_eq!((problem.close_code(), problem.close_reason().as_str()), (4001, "revoked: logout"));
+    }
+
+    #[tokio::test]
+    async fn sweeping_closes_expired_sessions_and_forgets_old_ones() {
+        let registry = SessionRegistry::new();
+        let now = crate::store::now();
+        let mut ending = record(Duration::from_secs(1));
+        ending.expires_at = now;
+        let entry = registry.remember(&ending);
+        assert!(registry.attach_socket(&entry, now).is_err(), "an expired session takes no socket");
+        let live = registry.remember(&record(Duration::from_secs(60)));
+        let (guard, mut rx) = registry.attach_socket(&live, now).unwrap();
+
+        let plan = registry.sweep(now + Duration::from_secs(61), Duration::from_secs(930));
+        let closer = tokio::spawn(plan.execute(Duration::from_secs(5)));
+        assert_eq!(rx.try_recv_wait().await.code, 4002);
+        assert_eq!(closer.await.unwrap(), 1);
+        drop(guard);
+
+        assert_eq!(registry.len(), 2, "tokens of both may still be presented");
+        let _ = registry.sweep(now + Duration::from_secs(2000), Duration::from_secs(930));
+        assert!(registry.is_empty());
+    }
+
+    trait RecvWait {
+        async fn try_recv_wait(&mut self) -> CloseOrder;
+    }
+
+    impl RecvWait for oneshot::Receiver<CloseOrder> {
+        async fn try_recv_wait(&mut self) -> CloseOrder {
+            tokio::time::timeout(Duration::from_secs(5), self).await.unwrap().unwrap()
+        }
+    }
+}

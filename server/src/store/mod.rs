@@ -1,0 +1,151 @@
+//! Durable state behind one trait, with an embedded SQLite and a PostgreSQL
+//! implementation. The store records; the in-memory registry answers requests, so
+//! nothing here is called on the per-request path.
+
+mod postgres;
+mod queries;
+mod sqlite;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revoke_kind: Option<String>,
+    pub revoke_reason: Option<String>,
+}
+
+pub struct NewUser<'a> {
+    pub id: Uuid,
+    pub username: &'a str,
+    pub password_hash: &'a str,
+    pub role: &'a str,
+    pub created_at: OffsetDateTime,
+}
+
+pub enum CreateUser {
+    Created,
+    UsernameTaken,
+}
+
+/// Which sessions a revocation takes.
+#[derive(Debug, Clone, Copy)]
+pub enum RevokeScope {
+    Session(Uuid),
+    User(Uuid),
+}
+
+/// What a revocation writes on each session it takes.
+pub struct RevocationRecord<'a> {
+    pub at: OffsetDateTime,
+    pub kind: &'a str,
+    pub reason: Option<&'a str>,
+}
+
+/// The outcome of presenting a refresh token.
+pub enum RefreshOutcome {
+    /// The token was current and is now rotated to the new hash.
+    Rotated(SessionRecord),
+    /// No such token.
+    Unknown,
+    /// The token was already rotated, and its session is still live: theft.
+    Reused(SessionRecord),
+    /// The session is revoked or past its lifetime; the token was left as it was.
+    SessionEnded(SessionRecord),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database can be reached (`/readyz`).
+    async fn ping(&self) -> anyhow::Result<()>;
+
+    async fn create_user(&self, user: NewUser<'_>) -> anyhow::Result<CreateUser>;
+
+    /// Creates the user only while no admin exists; false when one does (or the name is taken).
+    async fn create_first_admin(&self, user: NewUser<'_>) -> anyhow::Result<bool>;
+
+    async fn find_user_by_name(&self, username: &str) -> anyhow::Result<Option<UserRecord>>;
+
+    async fn find_user(&self, id: Uuid) -> anyhow::Result<Option<UserRecord>>;
+
+    /// Records a new session and its first refresh token, atomically.
+    async fn create_session(&self, session: &SessionRecord, refresh_hash: &[u8]) -> anyhow::Result<()>;
+
+    /// Compare-and-swap of the session's refresh token: of several callers with the
+    /// same token, exactly one gets `Rotated`.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &[u8],
+        new_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> anyhow::Result<RefreshOutcome>;
+
+    /// Marks the live sessions in scope revoked and returns them as they now are.
+    /// Sessions revoked before are left untouched and not returned.
+    async fn revoke_sessions(
+        &self,
+        scope: RevokeScope,
+        revocation: RevocationRecord<'_>,
+    ) -> anyhow::Result<Vec<SessionRecord>>;
+
+    async fn find_session(&self, id: Uuid) -> anyhow::Result<Option<SessionRecord>>;
+
+    /// Sessions whose tokens may still be presented: not past `expired_after`, and not
+    /// revoked before `revoked_after`. The registry is loaded from these at start.
+    async fn sessions_to_remember(
+        &self,
+        expired_after: OffsetDateTime,
+        revoked_after: OffsetDateTime,
+    ) -> anyhow::Result<Vec<SessionRecord>>;
+
+    /// The user's sessions that are neither revoked nor past their lifetime.
+    async fn live_sessions_of_user(&self, user_id: Uuid, now: OffsetDateTime) -> anyhow::Result<Vec<SessionRecord>>;
+
+    /// Persists `last_seen_at`, which the registry keeps in memory between flushes.
+    async fn record_last_seen(&self, seen: &[(Uuid, OffsetDateTime)]) -> anyhow::Result<()>;
+}
+
+/// Opens (creating when missing) and migrates the database the URL names.
+pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if crate::config::is_postgres_url(database_url) {
+        Ok(Arc::new(PgStore::connect(database_url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::connect(database_url).await?))
+    }
+}
+
+/// Times are kept to whole seconds: the contract prints RFC 3339 seconds, and SQLite
+/// compares stored times as text, which is only sound with one fixed format.
+pub fn now() -> OffsetDateTime {
+    truncate_to_seconds(OffsetDateTime::now_utc())
+}
+
+pub fn truncate_to_seconds(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(0).expect("zero nanoseconds is always valid")
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}

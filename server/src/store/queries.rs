@@ -1,0 +1,274 @@
+//! The SQL both backends run, and the one implementation of [`Store`] over it.
+//!
+//! The schemas differ only in column types (`migrations/sqlite` vs `migrations/postgres`),
+//! and every statement here is valid in both dialects (`$n` placeholders, `RETURNING`,
+//! `lower()`), so the trait is implemented once, by a macro, for each pool type.
+
+pub(super) const PING: &str = "SELECT 1";
+
+pub(super) const INSERT_USER: &str =
+    "INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)";
+
+pub(super) const INSERT_FIRST_ADMIN: &str = "INSERT INTO users (id, username, password_hash, role, created_at) \
+     SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM users WHERE role = 'admin')";
+
+pub(super) const USER_BY_NAME: &str = "SELECT id, username, password_hash, role, created_at FROM users \
+     WHERE lower(username) = lower($1)";
+
+pub(super) const USER_BY_ID: &str =
+    "SELECT id, username, password_hash, role, created_at FROM users WHERE id = $1";
+
+pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions \
+     (id, user_id, created_at, expires_at, last_seen_at, user_agent, ip) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+pub(super) const INSERT_REFRESH_TOKEN: &str =
+    "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES ($1, $2, $3)";
+
+// The write comes first so that SQLite takes its write lock at once: a transaction
+// that read first and wrote later could fail to upgrade its lock under contention.
+pub(super) const MARK_REFRESH_USED: &str =
+    "UPDATE refresh_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL RETURNING session_id";
+
+pub(super) const REFRESH_TOKEN_SESSION: &str = "SELECT session_id FROM refresh_tokens WHERE hash = $1";
+
+pub(super) const SESSION_BY_ID: &str = "SELECT id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
+     revoked_at, revoke_kind, revoke_reason FROM sessions WHERE id = $1";
+
+pub(super) const REVOKE_SESSION: &str = "UPDATE sessions \
+     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4 \
+     WHERE id = $1 AND revoked_at IS NULL \
+     RETURNING id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
+     revoked_at, revoke_kind, revoke_reason";
+
+pub(super) const REVOKE_USER_SESSIONS: &str = "UPDATE sessions \
+     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4 \
+     WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+     RETURNING id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
+     revoked_at, revoke_kind, revoke_reason";
+
+pub(super) const SESSIONS_TO_REMEMBER: &str = "SELECT id, user_id, created_at, expires_at, last_seen_at, \
+     user_agent, ip, revoked_at, revoke_kind, revoke_reason FROM sessions \
+     WHERE expires_at > $1 AND (revoked_at IS NULL OR revoked_at > $2)";
+
+pub(super) const LIVE_SESSIONS_OF_USER: &str = "SELECT id, user_id, created_at, expires_at, last_seen_at, \
+     user_agent, ip, revoked_at, revoke_kind, revoke_reason FROM sessions \
+     WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at DESC";
+
+pub(super) const UPDATE_LAST_SEEN: &str =
+    "UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2";
+
+/// Implements [`Store`](super::Store) for a struct with a `pool` field of a sqlx pool type.
+macro_rules! impl_store_over_pool {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn ping(&self) -> anyhow::Result<()> {
+                sqlx::query($crate::store::queries::PING).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_user(
+                &self,
+                user: $crate::store::NewUser<'_>,
+            ) -> anyhow::Result<$crate::store::CreateUser> {
+                let inserted = sqlx::query($crate::store::queries::INSERT_USER)
+                    .bind(user.id)
+                    .bind(user.username)
+                    .bind(user.password_hash)
+                    .bind(user.role)
+                    .bind(user.created_at)
+                    .execute(&self.pool)
+                    .await;
+                match inserted {
+                    Ok(_) => Ok($crate::store::CreateUser::Created),
+                    Err(e) if $crate::store::is_unique_violation(&e) => {
+                        Ok($crate::store::CreateUser::UsernameTaken)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn create_first_admin(&self, user: $crate::store::NewUser<'_>) -> anyhow::Result<bool> {
+                let inserted = sqlx::query($crate::store::queries::INSERT_FIRST_ADMIN)
+                    .bind(user.id)
+                    .bind(user.username)
+                    .bind(user.password_hash)
+                    .bind(user.role)
+                    .bind(user.created_at)
+                    .execute(&self.pool)
+                    .await;
+                match inserted {
+                    Ok(done) => Ok(done.rows_affected() == 1),
+                    // Another node created it first, or the name belongs to a player.
+                    Err(e) if $crate::store::is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn find_user_by_name(
+                &self,
+                username: &str,
+            ) -> anyhow::Result<Option<$crate::store::UserRecord>> {
+                Ok(sqlx::query_as($crate::store::queries::USER_BY_NAME)
+                    .bind(username)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn find_user(&self, id: uuid::Uuid) -> anyhow::Result<Option<$crate::store::UserRecord>> {
+                Ok(sqlx::query_as($crate::store::queries::USER_BY_ID)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn create_session(
+                &self,
+                session: &$crate::store::SessionRecord,
+                refresh_hash: &[u8],
+            ) -> anyhow::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query($crate::store::queries::INSERT_SESSION)
+                    .bind(session.id)
+                    .bind(session.user_id)
+                    .bind(session.created_at)
+                    .bind(session.expires_at)
+                    .bind(session.last_seen_at)
+                    .bind(session.user_agent.as_deref())
+                    .bind(session.ip.as_deref())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query($crate::store::queries::INSERT_REFRESH_TOKEN)
+                    .bind(refresh_hash)
+                    .bind(session.id)
+                    .bind(session.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                old_hash: &[u8],
+                new_hash: &[u8],
+                now: time::OffsetDateTime,
+            ) -> anyhow::Result<$crate::store::RefreshOutcome> {
+                use $crate::store::RefreshOutcome;
+                let mut tx = self.pool.begin().await?;
+                let claimed: Option<(uuid::Uuid,)> = sqlx::query_as($crate::store::queries::MARK_REFRESH_USED)
+                    .bind(old_hash)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let session_id = match claimed {
+                    Some((session_id,)) => session_id,
+                    None => {
+                        tx.rollback().await?;
+                        let owner: Option<(uuid::Uuid,)> =
+                            sqlx::query_as($crate::store::queries::REFRESH_TOKEN_SESSION)
+                                .bind(old_hash)
+                                .fetch_optional(&self.pool)
+                                .await?;
+                        let Some((session_id,)) = owner else {
+                            return Ok(RefreshOutcome::Unknown);
+                        };
+                        let Some(session) = self.find_session(session_id).await? else {
+                            return Ok(RefreshOutcome::Unknown);
+                        };
+                        return Ok(if session.revoked_at.is_some() || session.expires_at <= now {
+                            RefreshOutcome::SessionEnded(session)
+                        } else {
+                            RefreshOutcome::Reused(session)
+                        });
+                    }
+                };
+                let session: $crate::store::SessionRecord =
+                    sqlx::query_as($crate::store::queries::SESSION_BY_ID)
+                        .bind(session_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if session.revoked_at.is_some() || session.expires_at <= now {
+                    tx.rollback().await?;
+                    return Ok(RefreshOutcome::SessionEnded(session));
+                }
+                sqlx::query($crate::store::queries::INSERT_REFRESH_TOKEN)
+                    .bind(new_hash)
+                    .bind(session_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(RefreshOutcome::Rotated(session))
+            }
+
+            async fn revoke_sessions(
+                &self,
+                scope: $crate::store::RevokeScope,
+                revocation: $crate::store::RevocationRecord<'_>,
+            ) -> anyhow::Result<Vec<$crate::store::SessionRecord>> {
+                let (sql, id) = match scope {
+                    $crate::store::RevokeScope::Session(id) => ($crate::store::queries::REVOKE_SESSION, id),
+                    $crate::store::RevokeScope::User(id) => ($crate::store::queries::REVOKE_USER_SESSIONS, id),
+                };
+                Ok(sqlx::query_as(sql)
+                    .bind(id)
+                    .bind(revocation.at)
+                    .bind(revocation.kind)
+                    .bind(revocation.reason)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn find_session(&self, id: uuid::Uuid) -> anyhow::Result<Option<$crate::store::SessionRecord>> {
+                Ok(sqlx::query_as($crate::store::queries::SESSION_BY_ID)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn sessions_to_remember(
+                &self,
+                expired_after: time::OffsetDateTime,
+                revoked_after: time::OffsetDateTime,
+            ) -> anyhow::Result<Vec<$crate::store::SessionRecord>> {
+                Ok(sqlx::query_as($crate::store::queries::SESSIONS_TO_REMEMBER)
+                    .bind(expired_after)
+                    .bind(revoked_after)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn live_sessions_of_user(
+                &self,
+                user_id: uuid::Uuid,
+                now: time::OffsetDateTime,
+            ) -> anyhow::Result<Vec<$crate::store::SessionRecord>> {
+                Ok(sqlx::query_as($crate::store::queries::LIVE_SESSIONS_OF_USER)
+                    .bind(user_id)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn record_last_seen(&self, seen: &[(uuid::Uuid, time::OffsetDateTime)]) -> anyhow::Result<()> {
+                if seen.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for (id, at) in seen {
+                    sqlx::query($crate::store::queries::UPDATE_LAST_SEEN)
+                        .bind(id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use impl_store_over_pool;
