@@ -93,7 +93,10 @@ impl App {
 
     /// Serves until `stop` completes, then closes every socket with 1001 and waits
     /// (bounded) for them to finish.
-    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let App { listener, state } = self;
         let upkeep = tokio::spawn(run_upkeep(state.clone()));
         let shutdown = state.shutdown.clone();

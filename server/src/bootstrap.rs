@@ -4,8 +4,8 @@
 use crate::app::AppState;
 use crate::config::Config;
 use crate::store::{self, NewUser};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -100,9 +100,8 @@ fn write_owner_only(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    let mut file =
+        options.open(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }

@@ -137,9 +137,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let count: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 90s, 15m, 2h or 30d"))?;
+    let count: u64 =
+        digits.parse().map_err(|_| format!("{text:?} is not a duration such as 90s, 15m, 2h or 30d"))?;
     let unit_seconds = match unit {
         "" | "s" => 1,
         "m" => 60,

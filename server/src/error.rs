@@ -1,9 +1,9 @@
 //! The one API error type. Every non-2xx answer is `{"error": code, "message"}`
 //! with a stable code per variant, so that clients match on codes, never on text.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use tether_shared::api::ErrorBody;
 use time::OffsetDateTime;
 

@@ -8,7 +8,7 @@
 //! - [`store`]: SQLite and PostgreSQL behind one trait.
 //! - [`http`], [`ws`]: the routes.
 //! - [`bootstrap`]: the signing secret and the first admin.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: logs, as text or JSON lines.
 
 pub mod app;
 pub mod auth;

@@ -2,10 +2,10 @@
 
 use clap::Parser as _;
 use std::io::Read as _;
+use tether::App;
 use tether::auth::passwords::Passwords;
 use tether::config::{Cli, Command, Config, UserCommand};
 use tether::store::{self, CreateUser, NewUser};
-use tether::App;
 use tether_shared::api::Role;
 
 #[tokio::main]
@@ -37,10 +37,7 @@ async fn create_user(username: &str, admin: bool, database_url: &str) -> anyhow:
     let mut password = String::new();
     std::io::stdin().read_to_string(&mut password)?;
     let password = password.trim_end_matches(['\r', '\n']).to_owned();
-    anyhow::ensure!(
-        (8..=128).contains(&password.chars().count()),
-        "the password must have 8-128 characters"
-    );
+    anyhow::ensure!((8..=128).contains(&password.chars().count()), "the password must have 8-128 characters");
     let defaults = Config::defaults();
     let passwords = Passwords::new(defaults.argon2_memory_kib, defaults.argon2_iterations)?;
     let store = store::connect(database_url).await?;

@@ -10,7 +10,7 @@ use dashmap::DashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tether_shared::{close, SessionId, UserId};
+use tether_shared::{SessionId, UserId, close};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
@@ -109,11 +109,8 @@ impl Revocation {
 
     fn from_record(record: &SessionRecord) -> Option<Revocation> {
         let at = record.revoked_at?;
-        let kind = record
-            .revoke_kind
-            .as_deref()
-            .and_then(RevokeKind::parse)
-            .unwrap_or(RevokeKind::AdminRevoke);
+        let kind =
+            record.revoke_kind.as_deref().and_then(RevokeKind::parse).unwrap_or(RevokeKind::AdminRevoke);
         Some(Revocation { kind, reason: record.revoke_reason.clone(), at })
     }
 }
@@ -253,8 +250,7 @@ impl ClosePlan {
     }
 
     fn take_sockets(&mut self, state: &mut EntryState, code: u16, reason: &Arc<str>) {
-        self.orders
-            .extend(state.sockets.drain(..).map(|link| (link.close, code, reason.clone())));
+        self.orders.extend(state.sockets.drain(..).map(|link| (link.close, code, reason.clone())));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -448,7 +444,9 @@ mod tests {
         registry.remember(&live);
         let _ = registry.revoke(&[revoked(live.clone(), RevokeKind::Logout, None)]);
         let _ = registry.revoke(&[revoked(live.clone(), RevokeKind::Ban, Some("cheating"))]);
-        let Err(problem) = registry.check(SessionId(live.id), crate::store::now()) else { panic!("still live") };
+        let Err(problem) = registry.check(SessionId(live.id), crate::store::now()) else {
+            panic!("still live")
+        };
         assert_eq!((problem.close_code(), problem.close_reason().as_str()), (4001, "revoked: logout"));
     }
 

@@ -11,18 +11,18 @@ use crate::auth::extract::{AuthFailure, AuthSession, UpgradeToken, WS_PROTOCOL};
 use crate::error::ApiError;
 use crate::sessions::CloseOrder;
 use crate::store;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::Router;
 use axum::extract::State;
-use axum::http::header::{HOST, ORIGIN};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
+use axum::http::header::{HOST, ORIGIN};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use futures_util::{FutureExt as _, SinkExt as _};
 use std::time::Duration;
 use tether_shared::api::UserView;
 use tether_shared::close;
-use tether_shared::ws::{pong_frame, ClientMessage, ServerMessage, BAD_MESSAGE};
+use tether_shared::ws::{BAD_MESSAGE, ClientMessage, ServerMessage, pong_frame};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::Instrument as _;
@@ -72,7 +72,14 @@ async fn upgrade(
         // given as a close code right after the handshake; nothing it sends is read.
         Err(failure) => upgrade.on_upgrade(move |mut socket| async move {
             tracing::debug!(code = failure.close_code(), "upgrade refused after handshake");
-            if write_close(&mut socket, failure.close_code(), &failure.close_reason(), Some(CLOSE_WRITE_PATIENCE)).await {
+            if write_close(
+                &mut socket,
+                failure.close_code(),
+                &failure.close_reason(),
+                Some(CLOSE_WRITE_PATIENCE),
+            )
+            .await
+            {
                 linger(socket).await;
             }
             drop(task);
@@ -90,10 +97,9 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
         return true;
     }
     let own_host = headers.get(HOST).and_then(|host| host.to_str().ok()).map(str::to_ascii_lowercase);
-    if let Some(host) = own_host {
-        if origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host.as_str()) {
-            return true;
-        }
+    let without_scheme = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    if own_host.is_some() && without_scheme == own_host.as_deref() {
+        return true;
     }
     ["http://localhost", "http://127.0.0.1"].iter().any(|local| match origin.strip_prefix(local) {
         Some("") => true,
@@ -120,7 +126,13 @@ async fn run_socket(mut socket: WebSocket, auth: AuthSession<UpgradeToken>, stat
     let (_registration, mut close_order) = match state.sessions.attach_socket(&auth.session, store::now()) {
         Ok(attached) => attached,
         Err(problem) => {
-            write_close(&mut socket, problem.close_code(), &problem.close_reason(), Some(CLOSE_WRITE_PATIENCE)).await;
+            write_close(
+                &mut socket,
+                problem.close_code(),
+                &problem.close_reason(),
+                Some(CLOSE_WRITE_PATIENCE),
+            )
+            .await;
             return;
         }
     };
@@ -228,10 +240,7 @@ async fn linger(mut socket: WebSocket) {
 fn is_too_big(error: &axum::Error) -> bool {
     use std::error::Error as _;
     use tokio_tungstenite::tungstenite::Error;
-    matches!(
-        error.source().and_then(|inner| inner.downcast_ref::<Error>()),
-        Some(Error::Capacity(_))
-    )
+    matches!(error.source().and_then(|inner| inner.downcast_ref::<Error>()), Some(Error::Capacity(_)))
 }
 
 fn encode(message: &ServerMessage) -> Message {

@@ -1,7 +1,7 @@
 //! WebSocket messages: UTF-8 JSON text frames, one object each, tagged by `type`.
 
-use crate::api::UserView;
 use crate::SessionId;
+use crate::api::UserView;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;

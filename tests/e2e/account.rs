@@ -1,6 +1,6 @@
 //! A player's own sessions, and the admin's revoke of one session.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::time::Duration;
 use tether_e2e::*;
 

@@ -1,6 +1,6 @@
 //! Registration, login, logout, and the contract's error format.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tether_e2e::*;
 
 #[tokio::test]
@@ -57,9 +57,8 @@ async fn usernames_are_unique_without_regard_to_case_and_must_be_well_formed() {
     for bad in ["ab", "white space", "x".repeat(33).as_str()] {
         expect_error(app.register(bad).await, 422, "invalid_request").await;
     }
-    let short_password = app
-        .post_json("/api/auth/register", json!({"username": unique_name("p"), "password": "short"}))
-        .await;
+    let short_password =
+        app.post_json("/api/auth/register", json!({"username": unique_name("p"), "password": "short"})).await;
     expect_error(short_password, 422, "invalid_request").await;
 }
 
@@ -169,7 +168,8 @@ async fn framework_errors_use_the_contract_body() {
         .await
         .unwrap();
     expect_error(broken, 400, "invalid_request").await;
-    expect_error(app.post_json("/api/auth/login", json!({"username": "x"})).await, 422, "invalid_request").await;
+    expect_error(app.post_json("/api/auth/login", json!({"username": "x"})).await, 422, "invalid_request")
+        .await;
     let huge = app
         .post_json("/api/auth/register", json!({"username": "big", "password": "p".repeat(100_000)}))
         .await;

@@ -1,7 +1,7 @@
 //! What survives a restart, on SQLite and on PostgreSQL, and the same core flow on
 //! both backends.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tether_e2e::*;

@@ -45,8 +45,12 @@ async fn refresh_takes_the_cookie_when_the_body_is_empty_and_the_body_wins_over_
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    expect_error(app.post_json("/api/auth/refresh", serde_json::json!({})).await, 401, "invalid_refresh_token")
-        .await;
+    expect_error(
+        app.post_json("/api/auth/refresh", serde_json::json!({})).await,
+        401,
+        "invalid_refresh_token",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -51,11 +51,7 @@ async fn a_bad_frame_gets_an_error_and_the_socket_stays_open() {
         assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("error"), Some("bad_message")));
     }
     use futures_util::SinkExt as _;
-    socket
-        .stream
-        .send(tokio_tungstenite::tungstenite::Message::binary(vec![1, 2, 3]))
-        .await
-        .unwrap();
+    socket.stream.send(tokio_tungstenite::tungstenite::Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(socket.next_json().await["code"], "bad_message");
     socket.send_json(json!({"type": "ping", "t": 7})).await;
     assert_eq!(socket.next_json().await, json!({"type": "pong", "t": 7}));

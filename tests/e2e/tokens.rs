@@ -1,10 +1,10 @@
 //! The bad-token battery: every way a token can be wrong gets 401 `invalid_token`
 //! on HTTP and close 4401 (never `welcome`) on upgrade.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tether_e2e::*;
 
 fn segment(value: &Value) -> String {
@@ -84,7 +84,8 @@ async fn every_bad_token_gets_401_invalid_token_on_http() {
         expect_error(response, 401, "invalid_token").await;
     }
     expect_error(app.http.get(app.url("/api/me")).send().await.unwrap(), 401, "invalid_token").await;
-    let by_query = app.http.get(app.url(&format!("/api/me?access_token={}", player.access_token))).send().await;
+    let by_query =
+        app.http.get(app.url(&format!("/api/me?access_token={}", player.access_token))).send().await;
     expect_error(by_query.unwrap(), 401, "invalid_token").await;
 }
 

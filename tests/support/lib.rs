@@ -3,7 +3,7 @@
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,9 +12,9 @@ use tether::{App, AppState, Config};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The bound on any single thing a test waits for.
@@ -224,14 +224,12 @@ impl TestApp {
     }
 
     pub async fn register(&self, username: &str) -> reqwest::Response {
-        self.post_json("/api/auth/register", json!({"username": username, "password": PASSWORD}))
-            .await
+        self.post_json("/api/auth/register", json!({"username": username, "password": PASSWORD})).await
     }
 
     pub async fn login(&self, username: &str) -> Login {
-        let response = self
-            .post_json("/api/auth/login", json!({"username": username, "password": PASSWORD}))
-            .await;
+        let response =
+            self.post_json("/api/auth/login", json!({"username": username, "password": PASSWORD})).await;
         assert_eq!(response.status(), StatusCode::OK, "login of {username}");
         Login::from_body(username, &response.json().await.unwrap())
     }
@@ -288,15 +286,16 @@ impl TestApp {
     ) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
         let mut request = format!("{}{query}", self.ws_url()).into_client_request().unwrap();
         for (name, value) in headers {
-            request.headers_mut().append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
         let (stream, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("the upgrade answers in time")?;
-        let protocol = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .map(|value| value.to_str().unwrap().to_owned());
+        let protocol =
+            response.headers().get("sec-websocket-protocol").map(|value| value.to_str().unwrap().to_owned());
         Ok(WsClient { stream, protocol })
     }
 }
@@ -335,9 +334,8 @@ impl WsClient {
 
     pub async fn next_text(&mut self) -> String {
         loop {
-            let message = tokio::time::timeout(WAIT, self.stream.next())
-                .await
-                .expect("a frame arrives in time");
+            let message =
+                tokio::time::timeout(WAIT, self.stream.next()).await.expect("a frame arrives in time");
             match message {
                 Some(Ok(Message::Text(text))) => return text.to_string(),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,

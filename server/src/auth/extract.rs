@@ -49,7 +49,9 @@ impl AuthFailure {
 impl From<AuthFailure> for ApiError {
     fn from(failure: AuthFailure) -> ApiError {
         match failure {
-            AuthFailure::InvalidToken | AuthFailure::Session(SessionProblem::Unknown) => ApiError::InvalidToken,
+            AuthFailure::InvalidToken | AuthFailure::Session(SessionProblem::Unknown) => {
+                ApiError::InvalidToken
+            }
             AuthFailure::Session(SessionProblem::Revoked(_)) => ApiError::SessionRevoked,
             AuthFailure::Session(SessionProblem::Expired) => ApiError::SessionExpired,
         }
@@ -131,10 +133,7 @@ impl<S: TokenSource> FromRequestParts<AppState> for AuthSession<S> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = S::token(parts)?;
         let claims = state.keys.verify(&token).map_err(|_| AuthFailure::InvalidToken)?;
-        let session = state
-            .sessions
-            .check(claims.sid, crate::store::now())
-            .map_err(AuthFailure::Session)?;
+        let session = state.sessions.check(claims.sid, crate::store::now()).map_err(AuthFailure::Session)?;
         if session.user_id != claims.sub {
             return Err(AuthFailure::InvalidToken);
         }

@@ -146,11 +146,11 @@ mod tests {
         let keys = keys();
         let other = TokenKeys::new(&[8u8; 32], "tether", "tether", Duration::from_secs(900), 30).unwrap();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let token = other
-            .issue(UserId::new_random(), SessionId::new_random(), Role::Admin, "mallory", now)
-            .unwrap();
+        let token =
+            other.issue(UserId::new_random(), SessionId::new_random(), Role::Admin, "mallory", now).unwrap();
         assert!(keys.verify(&token).is_err());
-        let mine = keys.issue(UserId::new_random(), SessionId::new_random(), Role::Player, "bob", now).unwrap();
+        let mine =
+            keys.issue(UserId::new_random(), SessionId::new_random(), Role::Player, "bob", now).unwrap();
         let mut parts: Vec<String> = mine.split('.').map(str::to_owned).collect();
         let flipped = if &parts[1][5..6] == "A" { "B" } else { "A" };
         parts[1].replace_range(5..6, flipped);

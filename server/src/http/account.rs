@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use tether_shared::api::{MeResponse, OwnSessionView, OwnSessionsResponse, SessionSummary, UserView};
 use tether_shared::SessionId;
+use tether_shared::api::{MeResponse, OwnSessionView, OwnSessionsResponse, SessionSummary, UserView};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -33,7 +33,10 @@ async fn me(auth: AuthSession) -> Json<MeResponse> {
     })
 }
 
-async fn list_sessions(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Json<OwnSessionsResponse>> {
+async fn list_sessions(
+    State(state): State<AppState>,
+    auth: AuthSession,
+) -> ApiResult<Json<OwnSessionsResponse>> {
     let records = state.store.live_sessions_of_user(auth.claims.sub.0, store::now()).await?;
     let sessions = records
         .into_iter()
@@ -62,11 +65,8 @@ async fn delete_session(
     auth: AuthSession,
     ApiPath(sid): ApiPath<SessionId>,
 ) -> ApiResult<StatusCode> {
-    let owned = state
-        .store
-        .find_session(sid.0)
-        .await?
-        .is_some_and(|session| session.user_id == auth.claims.sub.0);
+    let owned =
+        state.store.find_session(sid.0).await?.is_some_and(|session| session.user_id == auth.claims.sub.0);
     if !owned {
         return Err(ApiError::NotFound);
     }

@@ -4,14 +4,14 @@ use super::{ApiJson, ApiPath};
 use crate::app::AppState;
 use crate::auth::AdminSession;
 use crate::error::{ApiError, ApiResult};
-use crate::revocation::{revoke, MAX_REASON_CHARS};
+use crate::revocation::{MAX_REASON_CHARS, revoke};
 use crate::sessions::RevokeKind;
 use crate::store::RevokeScope;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use tether_shared::api::{RevokeRequest, RevokeResponse};
 use tether_shared::SessionId;
+use tether_shared::api::{RevokeRequest, RevokeResponse};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/admin/sessions/{sid}/revoke", post(revoke_session))

@@ -1,16 +1,16 @@
 //! `/api/auth/*`: register, log in, refresh with rotation, log out.
 
-use super::{no_content_with, ApiJson};
+use super::{ApiJson, no_content_with};
 use crate::app::AppState;
-use crate::auth::refresh::{self, COOKIE_NAME, COOKIE_PATH};
 use crate::auth::AuthSession;
+use crate::auth::refresh::{self, COOKIE_NAME, COOKIE_PATH};
 use crate::error::{ApiError, ApiResult};
 use crate::revocation::revoke;
 use crate::sessions::{RevokeKind, SessionProblem};
 use crate::store::{self, CreateUser, NewUser, RefreshOutcome, RevokeScope, SessionRecord, UserRecord};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -110,9 +110,7 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             .map_err(|e| ApiError::invalid_request(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
         request.refresh_token
     };
-    let presented = from_body
-        .or_else(|| refresh_cookie(&headers))
-        .ok_or(ApiError::InvalidRefreshToken)?;
+    let presented = from_body.or_else(|| refresh_cookie(&headers)).ok_or(ApiError::InvalidRefreshToken)?;
 
     let (next_token, next_hash) = refresh::generate();
     let now = store::now();
@@ -132,11 +130,7 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             if let Err(problem) = state.sessions.check(SessionId(session.id), now) {
                 return Err(problem_error(problem));
             }
-            let user = state
-                .store
-                .find_user(session.user_id)
-                .await?
-                .ok_or(ApiError::InvalidRefreshToken)?;
+            let user = state.store.find_user(session.user_id).await?.ok_or(ApiError::InvalidRefreshToken)?;
             token_pair(&state, &headers, &user, &session, next_token)
         }
     }
@@ -178,10 +172,7 @@ fn token_pair(
 ) -> ApiResult<Response> {
     let role = Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("unknown role {:?}", user.role))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let access_token =
-        state
-            .keys
-            .issue(UserId(user.id), SessionId(session.id), role, &user.username, now)?;
+    let access_token = state.keys.issue(UserId(user.id), SessionId(session.id), role, &user.username, now)?;
     let remaining = (session.expires_at.unix_timestamp() - now).max(0);
     let cookie = Cookie::build((COOKIE_NAME, refresh_token.clone()))
         .http_only(true)
@@ -225,9 +216,7 @@ fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
 
 /// TLS ends at a proxy in front of Tether; it says so in `X-Forwarded-Proto`.
 fn served_over_https(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
+    headers.get("x-forwarded-proto").is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 const MIN_PASSWORD_CHARS: usize = 8;

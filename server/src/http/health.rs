@@ -5,7 +5,7 @@ use crate::error::{ApiError, ApiResult};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 /// A store that takes longer than this to answer counts as unreachable.

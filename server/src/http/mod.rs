@@ -11,9 +11,9 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{middleware, Router};
+use axum::{Router, middleware};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -39,11 +39,8 @@ pub fn with_layers(router: Router) -> Router {
         // The span is built from the path alone: a query may hold `access_token`,
         // which must never reach a log line.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|id| id.to_str().ok())
-                .unwrap_or_default();
+            let request_id =
+                request.headers().get("x-request-id").and_then(|id| id.to_str().ok()).unwrap_or_default();
             tracing::info_span!(
                 "request",
                 method = %request.method(),

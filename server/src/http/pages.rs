@@ -1,9 +1,9 @@
 //! The browser pages, embedded in the binary so that one file is the whole server.
 
 use crate::app::AppState;
+use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
-use axum::Router;
 
 const GAME_PAGE: &str = include_str!("../../../client-demo/web/index.html");
 

@@ -121,7 +121,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<Vec<SessionRecord>>;
 
     /// The user's sessions that are neither revoked nor past their lifetime.
-    async fn live_sessions_of_user(&self, user_id: Uuid, now: OffsetDateTime) -> anyhow::Result<Vec<SessionRecord>>;
+    async fn live_sessions_of_user(
+        &self,
+        user_id: Uuid,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Vec<SessionRecord>>;
 
     /// Persists `last_seen_at`, which the registry keeps in memory between flushes.
     async fn record_last_seen(&self, seen: &[(Uuid, OffsetDateTime)]) -> anyhow::Result<()>;

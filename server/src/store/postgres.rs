@@ -1,7 +1,7 @@
 //! The PostgreSQL backend, for production and for several nodes on one database.
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;
 
 pub struct PgStore {

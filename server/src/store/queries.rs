@@ -157,11 +157,12 @@ macro_rules! impl_store_over_pool {
             ) -> anyhow::Result<$crate::store::RefreshOutcome> {
                 use $crate::store::RefreshOutcome;
                 let mut tx = self.pool.begin().await?;
-                let claimed: Option<(uuid::Uuid,)> = sqlx::query_as($crate::store::queries::MARK_REFRESH_USED)
-                    .bind(old_hash)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let claimed: Option<(uuid::Uuid,)> =
+                    sqlx::query_as($crate::store::queries::MARK_REFRESH_USED)
+                        .bind(old_hash)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 let session_id = match claimed {
                     Some((session_id,)) => session_id,
                     None => {
@@ -210,7 +211,9 @@ macro_rules! impl_store_over_pool {
             ) -> anyhow::Result<Vec<$crate::store::SessionRecord>> {
                 let (sql, id) = match scope {
                     $crate::store::RevokeScope::Session(id) => ($crate::store::queries::REVOKE_SESSION, id),
-                    $crate::store::RevokeScope::User(id) => ($crate::store::queries::REVOKE_USER_SESSIONS, id),
+                    $crate::store::RevokeScope::User(id) => {
+                        ($crate::store::queries::REVOKE_USER_SESSIONS, id)
+                    }
                 };
                 Ok(sqlx::query_as(sql)
                     .bind(id)
@@ -221,7 +224,10 @@ macro_rules! impl_store_over_pool {
                     .await?)
             }
 
-            async fn find_session(&self, id: uuid::Uuid) -> anyhow::Result<Option<$crate::store::SessionRecord>> {
+            async fn find_session(
+                &self,
+                id: uuid::Uuid,
+            ) -> anyhow::Result<Option<$crate::store::SessionRecord>> {
                 Ok(sqlx::query_as($crate::store::queries::SESSION_BY_ID)
                     .bind(id)
                     .fetch_optional(&self.pool)
@@ -252,7 +258,10 @@ macro_rules! impl_store_over_pool {
                     .await?)
             }
 
-            async fn record_last_seen(&self, seen: &[(uuid::Uuid, time::OffsetDateTime)]) -> anyhow::Result<()> {
+            async fn record_last_seen(
+                &self,
+                seen: &[(uuid::Uuid, time::OffsetDateTime)],
+            ) -> anyhow::Result<()> {
                 if seen.is_empty() {
                     return Ok(());
                 }
