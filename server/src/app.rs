@@ -27,6 +27,8 @@ const SOCKET_DRAIN_BOUND: Duration = Duration::from_secs(8);
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// Names this process to operators and, in a cluster, to the other nodes.
+    pub node_id: Arc<str>,
     pub store: Arc<dyn Store>,
     pub sessions: SessionRegistry,
     pub keys: Arc<TokenKeys>,
@@ -65,7 +67,13 @@ impl App {
         )?;
         let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
         let listener = TcpListener::bind(config.bind).await?;
+        let node_id: Arc<str> = match &config.node_id {
+            Some(id) => id.as_str().into(),
+            None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]).into(),
+        };
+        tracing::info!(node_id = %node_id, "node id");
         let state = AppState {
+            node_id,
             config: Arc::new(config),
             store,
             sessions: SessionRegistry::new(),

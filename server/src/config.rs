@@ -107,6 +107,10 @@ pub struct Config {
     #[arg(long, env = "TETHER_WS_MAX_BAD_FRAMES", default_value_t = 10)]
     pub ws_max_bad_frames: u32,
 
+    /// This node's id, shown to operators (`nodes`); generated and logged when absent.
+    #[arg(long, env = "TETHER_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// `text` for people, `json` for log collectors.
     #[arg(long, env = "TETHER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tether_shared::api::ErrorBody;
+use tether_shared::api::{BanTerms, ErrorBody};
 use time::OffsetDateTime;
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -28,6 +28,9 @@ pub enum ApiError {
     Banned { reason: Option<String>, until: Option<OffsetDateTime> },
     #[error("not allowed")]
     Forbidden,
+    /// 403 `forbidden` with the rule that refused it.
+    #[error("{0}")]
+    Refused(&'static str),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -60,7 +63,7 @@ impl ApiError {
             | ApiError::SessionRevoked
             | ApiError::SessionExpired
             | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
-            ApiError::Banned { .. } | ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Banned { .. } | ApiError::Forbidden | ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UsernameTaken => StatusCode::CONFLICT,
@@ -79,7 +82,7 @@ impl ApiError {
             ApiError::SessionExpired => "session_expired",
             ApiError::InvalidRefreshToken => "invalid_refresh_token",
             ApiError::Banned { .. } => "banned",
-            ApiError::Forbidden => "forbidden",
+            ApiError::Forbidden | ApiError::Refused(_) => "forbidden",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UsernameTaken => "username_taken",
@@ -117,11 +120,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let (reason, until) = match &self {
-            ApiError::Banned { reason, until } => (reason.clone(), *until),
-            _ => (None, None),
+        let ban = match &self {
+            ApiError::Banned { reason, until } => Some(BanTerms { reason: reason.clone(), until: *until }),
+            _ => None,
         };
-        let body = ErrorBody { error: self.code().to_owned(), message, reason, until };
+        let body = ErrorBody { error: self.code().to_owned(), message, ban };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {

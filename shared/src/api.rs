@@ -28,14 +28,21 @@ impl Role {
     }
 }
 
-/// Every non-2xx answer. `reason` and `until` are present only on `banned`.
+/// Every non-2xx answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Present on `banned` only.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub ban: Option<BanTerms>,
+}
+
+/// Why and until when a user is banned; `until: null` is a permanent ban.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BanTerms {
     pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(with = "time::serde::rfc3339::option")]
     pub until: Option<OffsetDateTime>,
 }
 
@@ -122,4 +129,66 @@ pub struct RevokeRequest {
 pub struct RevokeResponse {
     pub sessions_revoked: u64,
     pub sockets_closed: u64,
+}
+
+/// A session as an operator sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdminSessionView {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub username: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+    /// Open sockets across the cluster.
+    pub sockets: u32,
+    /// Ids of the nodes holding those sockets.
+    pub nodes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdminSessionsResponse {
+    pub sessions: Vec<AdminSessionView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BanRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The ban lifts itself at this time; absent or null: permanent.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
+}
+
+/// One admin action, as the audit trail keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: uuid::Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub actor_id: UserId,
+    pub actor_name: String,
+    /// `revoke_session`, `kick`, `ban`, `unban` or `revoke_all`.
+    pub action: String,
+    /// `session`, `user` or `all`.
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub reason: Option<String>,
+    pub sessions_revoked: u64,
+    pub sockets_closed: u64,
+    /// On a ban only: `until` (null for a permanent ban).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub ban: Option<BanUntil>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BanUntil {
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditResponse {
+    pub entries: Vec<AuditEntry>,
 }

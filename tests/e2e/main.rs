@@ -2,6 +2,7 @@
 //! talks to them over real HTTP and WebSocket connections.
 
 mod account;
+mod admin;
 mod auth;
 mod persistence;
 mod refresh;

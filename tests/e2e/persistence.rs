@@ -13,6 +13,9 @@ async fn restart_keeps_revocations_and_live_sessions(db: Arc<TestDb>) {
     let kept = app.new_player().await;
     let logged_out = app.new_player().await;
     let revoked = app.new_player().await;
+    let banned = app.new_player().await;
+    let ban = format!("/api/admin/users/{}/ban", banned.user_id);
+    assert_eq!(app.post_auth(&ban, &admin.access_token, Some(json!({"reason": "bot"}))).await.status(), 200);
     assert_eq!(app.post_auth("/api/auth/logout", &logged_out.access_token, None).await.status(), 204);
     let path = format!("/api/admin/sessions/{}/revoke", revoked.session_id);
     let answer = app.post_auth(&path, &admin.access_token, Some(json!({"reason": "cheating"}))).await;
@@ -30,6 +33,13 @@ async fn restart_keeps_revocations_and_live_sessions(db: Arc<TestDb>) {
         expect_error(app.get_me(&player.access_token).await, 401, "session_revoked").await;
         expect_error(app.refresh(&player.refresh_token).await, 401, "session_revoked").await;
     }
+    let login = app.post_json("/api/auth/login", json!({"username": banned.username, "password": PASSWORD})).await;
+    let refused = expect_error(login, 403, "banned").await;
+    assert_eq!(refused["reason"], "bot");
+    expect_error(app.refresh(&banned.refresh_token).await, 403, "banned").await;
+    let auth = format!("Bearer {}", banned.access_token);
+    let mut refused = app.ws_with(&[("authorization", &auth)], "").await;
+    assert_eq!(refused.next_close().await, Closed { code: 4003, reason: "banned: bot".into() });
     let auth = format!("Bearer {}", revoked.access_token);
     let mut refused = app.ws_with(&[("authorization", &auth)], "").await;
     let closed = refused.next_close().await;

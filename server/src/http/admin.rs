@@ -1,20 +1,79 @@
-//! `/api/admin/*`: what an operator does to other people's sessions.
+//! `/api/admin/*`: what an operator does to other people's sessions, and the audit
+//! trail that remembers who did it.
 
-use super::{ApiJson, ApiPath};
+use super::{ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
-use crate::auth::AdminSession;
+use crate::auth::{AdminSession, AuthSession};
 use crate::error::{ApiError, ApiResult};
 use crate::revocation::{MAX_REASON_CHARS, revoke};
 use crate::sessions::RevokeKind;
-use crate::store::RevokeScope;
+use crate::store::{self, AuditRecord, BanRecord, RevokeScope, UserRecord};
 use axum::extract::State;
-use axum::routing::post;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use tether_shared::SessionId;
-use tether_shared::api::{RevokeRequest, RevokeResponse};
+use serde::Deserialize;
+use tether_shared::api::{
+    AdminSessionView, AdminSessionsResponse, AuditEntry, AuditResponse, BanRequest, BanUntil, RevokeRequest,
+    RevokeResponse,
+};
+use tether_shared::{SessionId, UserId};
+use time::OffsetDateTime;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/admin/sessions/{sid}/revoke", post(revoke_session))
+    Router::new()
+        .route("/api/admin/sessions", get(list_sessions))
+        .route("/api/admin/sessions/{sid}/revoke", post(revoke_session))
+        .route("/api/admin/users/{uid}/kick", post(kick_user))
+        .route("/api/admin/users/{uid}/ban", post(ban_user).delete(unban_user))
+        .route("/api/admin/revoke-all", post(revoke_all))
+        .route("/api/admin/audit", get(audit_trail))
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionsQuery {
+    /// Empty means no filter, so that `?user_id=&online=true` works as written.
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    online: bool,
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    _admin: AdminSession,
+    ApiQuery(query): ApiQuery<SessionsQuery>,
+) -> ApiResult<Json<AdminSessionsResponse>> {
+    let user_id = match query.user_id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+        Some(id) => Some(
+            id.parse::<UserId>()
+                .map_err(|_| ApiError::invalid_request(StatusCode::BAD_REQUEST, "user_id: not a UUID"))?,
+        ),
+        None => None,
+    };
+    let records = state.store.live_sessions_with_users(user_id.map(|id| id.0), store::now()).await?;
+    let sessions = records
+        .into_iter()
+        .filter_map(|record| {
+            let live = state.sessions.get(SessionId(record.id));
+            let sockets = live.as_ref().map_or(0, |entry| entry.open_sockets() as u32);
+            if query.online && sockets == 0 {
+                return None;
+            }
+            Some(AdminSessionView {
+                id: SessionId(record.id),
+                user_id: UserId(record.user_id),
+                username: record.username,
+                created_at: record.created_at,
+                last_seen_at: live
+                    .as_ref()
+                    .map_or(record.last_seen_at, |entry| entry.last_seen_at().max(record.last_seen_at)),
+                sockets,
+                nodes: if sockets > 0 { vec![state.node_id.to_string()] } else { Vec::new() },
+            })
+        })
+        .collect();
+    Ok(Json(AdminSessionsResponse { sessions }))
 }
 
 #[tracing::instrument(skip_all, fields(target = %sid))]
@@ -24,17 +83,183 @@ async fn revoke_session(
     ApiPath(sid): ApiPath<SessionId>,
     ApiJson(request): ApiJson<RevokeRequest>,
 ) -> ApiResult<Json<RevokeResponse>> {
-    let reason = admin_reason(&request)?;
+    let reason = admin_reason(request.reason.as_deref())?;
     if state.store.find_session(sid.0).await?.is_none() {
         return Err(ApiError::NotFound);
     }
     let outcome = revoke(&state, RevokeScope::Session(sid.0), RevokeKind::AdminRevoke, reason).await?;
-    tracing::info!(actor = %admin.claims.sub, revoked = outcome.sessions_revoked, "admin revoked a session");
+    let event = AuditEvent::new("revoke_session", "session", Some(sid.to_string()), reason, outcome);
+    record(&state, &admin, event).await?;
     Ok(Json(outcome))
 }
 
-fn admin_reason(request: &RevokeRequest) -> ApiResult<Option<&str>> {
-    let reason = request.reason.as_deref().map(str::trim).filter(|reason| !reason.is_empty());
+#[tracing::instrument(skip_all, fields(target = %uid))]
+async fn kick_user(
+    State(state): State<AppState>,
+    AdminSession(admin): AdminSession,
+    ApiPath(uid): ApiPath<UserId>,
+    ApiJson(request): ApiJson<RevokeRequest>,
+) -> ApiResult<Json<RevokeResponse>> {
+    let reason = admin_reason(request.reason.as_deref())?;
+    let user = existing_user(&state, uid).await?;
+    let outcome = revoke(&state, RevokeScope::User(user.id), RevokeKind::Kick, reason).await?;
+    record(&state, &admin, AuditEvent::new("kick", "user", Some(uid.to_string()), reason, outcome)).await?;
+    Ok(Json(outcome))
+}
+
+/// An admin cannot ban themselves. That also means the last admin can never be
+/// banned (whoever bans is an admin who stays), so the server always keeps someone
+/// who can lift a ban.
+#[tracing::instrument(skip_all, fields(target = %uid))]
+async fn ban_user(
+    State(state): State<AppState>,
+    AdminSession(admin): AdminSession,
+    ApiPath(uid): ApiPath<UserId>,
+    ApiJson(request): ApiJson<BanRequest>,
+) -> ApiResult<Json<RevokeResponse>> {
+    let reason = admin_reason(request.reason.as_deref())?;
+    let user = existing_user(&state, uid).await?;
+    if uid == admin.claims.sub {
+        return Err(ApiError::Refused("an admin cannot ban themselves"));
+    }
+    let now = store::now();
+    let until = request.until.map(store::truncate_to_seconds);
+    if until.is_some_and(|until| until <= now) {
+        return Err(ApiError::unprocessable("until: must be in the future (or absent for a permanent ban)"));
+    }
+    let ban = BanRecord {
+        user_id: user.id,
+        reason: reason.map(str::to_owned),
+        until,
+        created_at: now,
+        actor_id: admin.claims.sub.0,
+    };
+    state.store.ban_user(&ban).await?;
+    let outcome = revoke(&state, RevokeScope::User(user.id), RevokeKind::Ban, reason).await?;
+    let mut event = AuditEvent::new("ban", "user", Some(uid.to_string()), reason, outcome);
+    event.ban_until = Some(until);
+    record(&state, &admin, event).await?;
+    Ok(Json(outcome))
+}
+
+async fn unban_user(
+    State(state): State<AppState>,
+    AdminSession(admin): AdminSession,
+    ApiPath(uid): ApiPath<UserId>,
+) -> ApiResult<StatusCode> {
+    existing_user(&state, uid).await?;
+    if state.store.unban_user(uid.0).await? {
+        let none = RevokeResponse { sessions_revoked: 0, sockets_closed: 0 };
+        record(&state, &admin, AuditEvent::new("unban", "user", Some(uid.to_string()), None, none)).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every session but the caller's own, so the operator keeps the console.
+async fn revoke_all(
+    State(state): State<AppState>,
+    AdminSession(admin): AdminSession,
+    ApiJson(request): ApiJson<RevokeRequest>,
+) -> ApiResult<Json<RevokeResponse>> {
+    let reason = admin_reason(request.reason.as_deref())?;
+    let outcome =
+        revoke(&state, RevokeScope::AllExcept(admin.claims.sid.0), RevokeKind::RevokeAll, reason).await?;
+    record(&state, &admin, AuditEvent::new("revoke_all", "all", None, reason, outcome)).await?;
+    Ok(Json(outcome))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+const AUDIT_DEFAULT_LIMIT: i64 = 100;
+const AUDIT_MAX_LIMIT: i64 = 1000;
+
+async fn audit_trail(
+    State(state): State<AppState>,
+    _admin: AdminSession,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditResponse>> {
+    let limit = query.limit.unwrap_or(AUDIT_DEFAULT_LIMIT).clamp(1, AUDIT_MAX_LIMIT);
+    let entries = state
+        .store
+        .audit_entries(limit)
+        .await?
+        .into_iter()
+        .map(|record| AuditEntry {
+            ban: (record.action == "ban").then_some(BanUntil { until: record.until }),
+            id: record.id,
+            at: record.at,
+            actor_id: UserId(record.actor_id),
+            actor_name: record.actor_name,
+            action: record.action,
+            target_type: record.target_type,
+            target_id: record.target_id,
+            reason: record.reason,
+            sessions_revoked: record.sessions_revoked.max(0) as u64,
+            sockets_closed: record.sockets_closed.max(0) as u64,
+        })
+        .collect();
+    Ok(Json(AuditResponse { entries }))
+}
+
+/// One admin action for the audit trail.
+struct AuditEvent<'a> {
+    action: &'static str,
+    target_type: &'static str,
+    target_id: Option<String>,
+    reason: Option<&'a str>,
+    outcome: RevokeResponse,
+    /// Set on a ban: its end, None for a permanent one.
+    ban_until: Option<Option<OffsetDateTime>>,
+}
+
+impl<'a> AuditEvent<'a> {
+    fn new(
+        action: &'static str,
+        target_type: &'static str,
+        target_id: Option<String>,
+        reason: Option<&'a str>,
+        outcome: RevokeResponse,
+    ) -> AuditEvent<'a> {
+        AuditEvent { action, target_type, target_id, reason, outcome, ban_until: None }
+    }
+}
+
+async fn record(state: &AppState, admin: &AuthSession, event: AuditEvent<'_>) -> ApiResult<()> {
+    let entry = AuditRecord {
+        id: uuid::Uuid::new_v4(),
+        at: store::now(),
+        actor_id: admin.claims.sub.0,
+        actor_name: admin.claims.name.clone(),
+        action: event.action.to_owned(),
+        target_type: event.target_type.to_owned(),
+        target_id: event.target_id,
+        reason: event.reason.map(str::to_owned),
+        sessions_revoked: event.outcome.sessions_revoked as i64,
+        sockets_closed: event.outcome.sockets_closed as i64,
+        until: event.ban_until.flatten(),
+    };
+    tracing::info!(
+        actor = %admin.claims.sub,
+        action = event.action,
+        target = entry.target_id.as_deref().unwrap_or("all"),
+        sessions = event.outcome.sessions_revoked,
+        sockets = event.outcome.sockets_closed,
+        "admin action"
+    );
+    state.store.append_audit(&entry).await?;
+    Ok(())
+}
+
+async fn existing_user(state: &AppState, id: UserId) -> ApiResult<UserRecord> {
+    state.store.find_user(id.0).await?.ok_or(ApiError::NotFound)
+}
+
+fn admin_reason(reason: Option<&str>) -> ApiResult<Option<&str>> {
+    let reason = reason.map(str::trim).filter(|reason| !reason.is_empty());
     if reason.is_some_and(|reason| reason.chars().count() > MAX_REASON_CHARS) {
         return Err(ApiError::unprocessable(format!("reason: at most {MAX_REASON_CHARS} characters")));
     }

@@ -77,6 +77,7 @@ async fn login(
         return Err(ApiError::InvalidCredentials);
     }
     let user = user.ok_or(ApiError::InvalidCredentials)?;
+    refuse_if_banned(&state, user.id).await?;
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|value| value.to_str().ok())
@@ -97,8 +98,25 @@ async fn login(
     let (refresh_token, refresh_hash) = refresh::generate();
     state.store.create_session(&session, &refresh_hash).await?;
     state.sessions.remember(&session);
+    // A ban that landed while this login was under way did not see this session.
+    if let Err(banned) = refuse_if_banned(&state, user.id).await {
+        revoke(&state, RevokeScope::Session(session.id), RevokeKind::Ban, None).await?;
+        return Err(banned);
+    }
+    if state.config.single_session {
+        let older = RevokeScope::UserExcept { user: user.id, keep: session.id };
+        revoke(&state, older, RevokeKind::Replaced, None).await?;
+    }
     tracing::info!(sid = %session.id, user = %user.id, "logged in");
     token_pair(&state, &headers, &user, &session, refresh_token)
+}
+
+/// 403 `banned` while the user has a ban that has not lifted yet.
+async fn refuse_if_banned(state: &AppState, user_id: uuid::Uuid) -> ApiResult<()> {
+    match state.store.active_ban(user_id, store::now()).await? {
+        Some(ban) => Err(ApiError::Banned { reason: ban.reason, until: ban.until }),
+        None => Ok(()),
+    }
 }
 
 #[tracing::instrument(skip_all)]
@@ -121,8 +139,15 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             revoke(&state, RevokeScope::Session(session.id), RevokeKind::RefreshReuse, None).await?;
             Err(ApiError::InvalidRefreshToken)
         }
-        RefreshOutcome::SessionEnded(session) => Err(ended_session_error(&state, &session, now)),
+        RefreshOutcome::SessionEnded(session) => {
+            refuse_if_banned(&state, session.user_id).await?;
+            Err(ended_session_error(&state, &session, now))
+        }
         RefreshOutcome::Rotated(session) => {
+            if let Err(banned) = refuse_if_banned(&state, session.user_id).await {
+                revoke(&state, RevokeScope::Session(session.id), RevokeKind::Ban, None).await?;
+                return Err(banned);
+            }
             // A revocation may have landed between the rotation and now: the registry
             // is marked before any revoking call answers, so asking it last means a
             // revoked session never walks away with a fresh pair.

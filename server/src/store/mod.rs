@@ -50,11 +50,53 @@ pub enum CreateUser {
     UsernameTaken,
 }
 
-/// Which sessions a revocation takes.
+/// Which live sessions a revocation takes.
 #[derive(Debug, Clone, Copy)]
 pub enum RevokeScope {
     Session(Uuid),
     User(Uuid),
+    /// The user's sessions but one (single-session policy: all but the new login).
+    UserExcept {
+        user: Uuid,
+        keep: Uuid,
+    },
+    /// Every session but one (an admin's revoke-all spares the caller's own).
+    AllExcept(Uuid),
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BanRecord {
+    pub user_id: Uuid,
+    pub reason: Option<String>,
+    /// None: permanent.
+    pub until: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub actor_id: Uuid,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRecord {
+    pub id: Uuid,
+    pub at: OffsetDateTime,
+    pub actor_id: Uuid,
+    pub actor_name: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub reason: Option<String>,
+    pub sessions_revoked: i64,
+    pub sockets_closed: i64,
+    pub until: Option<OffsetDateTime>,
+}
+
+/// A live session with its user's name, for operators.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionWithUser {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub username: String,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
 }
 
 /// What a revocation writes on each session it takes.
@@ -126,6 +168,27 @@ pub trait Store: Send + Sync + 'static {
         user_id: Uuid,
         now: OffsetDateTime,
     ) -> anyhow::Result<Vec<SessionRecord>>;
+
+    /// Live sessions with their usernames, oldest first; of one user when given.
+    async fn live_sessions_with_users(
+        &self,
+        user_id: Option<Uuid>,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Vec<SessionWithUser>>;
+
+    /// Bans a user, replacing any earlier ban of theirs.
+    async fn ban_user(&self, ban: &BanRecord) -> anyhow::Result<()>;
+
+    /// Lifts a ban; false when there was none.
+    async fn unban_user(&self, user_id: Uuid) -> anyhow::Result<bool>;
+
+    /// The user's ban, unless there is none or it has lifted by `now`.
+    async fn active_ban(&self, user_id: Uuid, now: OffsetDateTime) -> anyhow::Result<Option<BanRecord>>;
+
+    async fn append_audit(&self, entry: &AuditRecord) -> anyhow::Result<()>;
+
+    /// The newest `limit` audit entries, newest first.
+    async fn audit_entries(&self, limit: i64) -> anyhow::Result<Vec<AuditRecord>>;
 
     /// Persists `last_seen_at`, which the registry keeps in memory between flushes.
     async fn record_last_seen(&self, seen: &[(Uuid, OffsetDateTime)]) -> anyhow::Result<()>;

@@ -47,6 +47,42 @@ pub(super) const REVOKE_USER_SESSIONS: &str = "UPDATE sessions \
      RETURNING id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
      revoked_at, revoke_kind, revoke_reason";
 
+pub(super) const REVOKE_USER_SESSIONS_EXCEPT: &str = "UPDATE sessions \
+     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4 \
+     WHERE user_id = $1 AND id <> $5 AND revoked_at IS NULL AND expires_at > $2 \
+     RETURNING id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
+     revoked_at, revoke_kind, revoke_reason";
+
+pub(super) const REVOKE_ALL_SESSIONS_EXCEPT: &str = "UPDATE sessions \
+     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4 \
+     WHERE id <> $1 AND revoked_at IS NULL AND expires_at > $2 \
+     RETURNING id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
+     revoked_at, revoke_kind, revoke_reason";
+
+pub(super) const LIVE_SESSIONS_WITH_USERS: &str = "SELECT s.id, s.user_id, u.username, s.created_at, \
+     s.last_seen_at FROM sessions s JOIN users u ON u.id = s.user_id \
+     WHERE s.revoked_at IS NULL AND s.expires_at > $1 ORDER BY s.created_at, s.id";
+
+pub(super) const LIVE_SESSIONS_OF_USER_WITH_NAME: &str = "SELECT s.id, s.user_id, u.username, s.created_at, \
+     s.last_seen_at FROM sessions s JOIN users u ON u.id = s.user_id \
+     WHERE s.revoked_at IS NULL AND s.expires_at > $1 AND s.user_id = $2 ORDER BY s.created_at, s.id";
+
+pub(super) const UPSERT_BAN: &str = "INSERT INTO bans (user_id, reason, until, created_at, actor_id) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO UPDATE SET reason = excluded.reason, \
+     until = excluded.until, created_at = excluded.created_at, actor_id = excluded.actor_id";
+
+pub(super) const DELETE_BAN: &str = "DELETE FROM bans WHERE user_id = $1";
+
+pub(super) const ACTIVE_BAN: &str = "SELECT user_id, reason, until, created_at, actor_id FROM bans \
+     WHERE user_id = $1 AND (until IS NULL OR until > $2)";
+
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_log (id, at, actor_id, actor_name, action, \
+     target_type, target_id, reason, sessions_revoked, sockets_closed, until) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+pub(super) const AUDIT_NEWEST: &str = "SELECT id, at, actor_id, actor_name, action, target_type, target_id, \
+     reason, sessions_revoked, sockets_closed, until FROM audit_log ORDER BY seq DESC LIMIT $1";
+
 pub(super) const SESSIONS_TO_REMEMBER: &str = "SELECT id, user_id, created_at, expires_at, last_seen_at, \
      user_agent, ip, revoked_at, revoke_kind, revoke_reason FROM sessions \
      WHERE expires_at > $1 AND (revoked_at IS NULL OR revoked_at > $2)";
@@ -209,19 +245,24 @@ macro_rules! impl_store_over_pool {
                 scope: $crate::store::RevokeScope,
                 revocation: $crate::store::RevocationRecord<'_>,
             ) -> anyhow::Result<Vec<$crate::store::SessionRecord>> {
-                let (sql, id) = match scope {
-                    $crate::store::RevokeScope::Session(id) => ($crate::store::queries::REVOKE_SESSION, id),
-                    $crate::store::RevokeScope::User(id) => {
-                        ($crate::store::queries::REVOKE_USER_SESSIONS, id)
-                    }
+                use $crate::store::RevokeScope;
+                use $crate::store::queries::*;
+                let (sql, id, keep) = match scope {
+                    RevokeScope::Session(id) => (REVOKE_SESSION, id, None),
+                    RevokeScope::User(id) => (REVOKE_USER_SESSIONS, id, None),
+                    RevokeScope::UserExcept { user, keep } => (REVOKE_USER_SESSIONS_EXCEPT, user, Some(keep)),
+                    RevokeScope::AllExcept(keep) => (REVOKE_ALL_SESSIONS_EXCEPT, keep, None),
                 };
-                Ok(sqlx::query_as(sql)
+                let query = sqlx::query_as(sql)
                     .bind(id)
                     .bind(revocation.at)
                     .bind(revocation.kind)
-                    .bind(revocation.reason)
-                    .fetch_all(&self.pool)
-                    .await?)
+                    .bind(revocation.reason);
+                let query = match keep {
+                    Some(keep) => query.bind(keep),
+                    None => query,
+                };
+                Ok(query.fetch_all(&self.pool).await?)
             }
 
             async fn find_session(
@@ -254,6 +295,74 @@ macro_rules! impl_store_over_pool {
                 Ok(sqlx::query_as($crate::store::queries::LIVE_SESSIONS_OF_USER)
                     .bind(user_id)
                     .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn live_sessions_with_users(
+                &self,
+                user_id: Option<uuid::Uuid>,
+                now: time::OffsetDateTime,
+            ) -> anyhow::Result<Vec<$crate::store::SessionWithUser>> {
+                use $crate::store::queries::*;
+                let query = match user_id {
+                    Some(user_id) => sqlx::query_as(LIVE_SESSIONS_OF_USER_WITH_NAME).bind(now).bind(user_id),
+                    None => sqlx::query_as(LIVE_SESSIONS_WITH_USERS).bind(now),
+                };
+                Ok(query.fetch_all(&self.pool).await?)
+            }
+
+            async fn ban_user(&self, ban: &$crate::store::BanRecord) -> anyhow::Result<()> {
+                sqlx::query($crate::store::queries::UPSERT_BAN)
+                    .bind(ban.user_id)
+                    .bind(ban.reason.as_deref())
+                    .bind(ban.until)
+                    .bind(ban.created_at)
+                    .bind(ban.actor_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn unban_user(&self, user_id: uuid::Uuid) -> anyhow::Result<bool> {
+                let done =
+                    sqlx::query($crate::store::queries::DELETE_BAN).bind(user_id).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn active_ban(
+                &self,
+                user_id: uuid::Uuid,
+                now: time::OffsetDateTime,
+            ) -> anyhow::Result<Option<$crate::store::BanRecord>> {
+                Ok(sqlx::query_as($crate::store::queries::ACTIVE_BAN)
+                    .bind(user_id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn append_audit(&self, entry: &$crate::store::AuditRecord) -> anyhow::Result<()> {
+                sqlx::query($crate::store::queries::INSERT_AUDIT)
+                    .bind(entry.id)
+                    .bind(entry.at)
+                    .bind(entry.actor_id)
+                    .bind(&entry.actor_name)
+                    .bind(&entry.action)
+                    .bind(&entry.target_type)
+                    .bind(entry.target_id.as_deref())
+                    .bind(entry.reason.as_deref())
+                    .bind(entry.sessions_revoked)
+                    .bind(entry.sockets_closed)
+                    .bind(entry.until)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn audit_entries(&self, limit: i64) -> anyhow::Result<Vec<$crate::store::AuditRecord>> {
+                Ok(sqlx::query_as($crate::store::queries::AUDIT_NEWEST)
+                    .bind(limit)
                     .fetch_all(&self.pool)
                     .await?)
             }
