@@ -661,7 +661,11 @@ function openAction(action) {
   pending = action;
   el.dialog.dataset.action = action.kind;
   el.actionTitle.textContent = spec.title(action);
-  el.actionSummary.textContent = spec.summary(action);
+  let summary = spec.summary(action);
+  if (action.kind !== 'revoke-all' && auth && (action.userId === auth.user.id || action.sessionId === auth.sessionId)) {
+    summary += ' This is your own account: this console may be signed out.';
+  }
+  el.actionSummary.textContent = summary;
   el.actionConfirm.textContent = spec.confirm;
   el.actionConfirm.disabled = false;
   el.actionReason.value = '';

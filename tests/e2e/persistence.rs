@@ -33,7 +33,8 @@ async fn restart_keeps_revocations_and_live_sessions(db: Arc<TestDb>) {
         expect_error(app.get_me(&player.access_token).await, 401, "session_revoked").await;
         expect_error(app.refresh(&player.refresh_token).await, 401, "session_revoked").await;
     }
-    let login = app.post_json("/api/auth/login", json!({"username": banned.username, "password": PASSWORD})).await;
+    let login =
+        app.post_json("/api/auth/login", json!({"username": banned.username, "password": PASSWORD})).await;
     let refused = expect_error(login, 403, "banned").await;
     assert_eq!(refused["reason"], "bot");
     expect_error(app.refresh(&banned.refresh_token).await, 403, "banned").await;

@@ -65,50 +65,52 @@ fn bad_tokens(real: &str, other_user_id: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-#[tokio::test]
-async fn every_bad_token_gets_401_invalid_token_on_http() {
-    let app = spawn_app().await;
-    let player = app.new_player().await;
-    let other = app.new_player().await;
-    assert_eq!(app.get_me(&player.access_token).await.status(), 200, "the real token works");
-    for (case, token) in bad_tokens(&player.access_token, &other.user_id) {
-        let response = app.get_me(&token).await;
-        let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
-        assert_eq!(response.status(), 401, "{case}");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "invalid_token", "{case}: {body}");
-        assert_eq!(challenge.as_deref(), Some(r#"Bearer error="invalid_token""#), "{case}");
+on_both_backends! {
+    async fn every_bad_token_gets_401_invalid_token_on_http(db) {
+        let app = spawn_with(db, |_| {}).await;
+        let player = app.new_player().await;
+        let other = app.new_player().await;
+        assert_eq!(app.get_me(&player.access_token).await.status(), 200, "the real token works");
+        for (case, token) in bad_tokens(&player.access_token, &other.user_id) {
+            let response = app.get_me(&token).await;
+            let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(response.status(), 401, "{case}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_token", "{case}: {body}");
+            assert_eq!(challenge.as_deref(), Some(r#"Bearer error="invalid_token""#), "{case}");
+        }
+        for header in ["", "Bearer", "Basic dXNlcjpwYXNz", "bearer  "] {
+            let response = app.http.get(app.url("/api/me")).header("authorization", header).send().await.unwrap();
+            expect_error(response, 401, "invalid_token").await;
+        }
+        expect_error(app.http.get(app.url("/api/me")).send().await.unwrap(), 401, "invalid_token").await;
+        let by_query =
+            app.http.get(app.url(&format!("/api/me?access_token={}", player.access_token))).send().await;
+        expect_error(by_query.unwrap(), 401, "invalid_token").await;
     }
-    for header in ["", "Bearer", "Basic dXNlcjpwYXNz", "bearer  "] {
-        let response = app.http.get(app.url("/api/me")).header("authorization", header).send().await.unwrap();
-        expect_error(response, 401, "invalid_token").await;
-    }
-    expect_error(app.http.get(app.url("/api/me")).send().await.unwrap(), 401, "invalid_token").await;
-    let by_query =
-        app.http.get(app.url(&format!("/api/me?access_token={}", player.access_token))).send().await;
-    expect_error(by_query.unwrap(), 401, "invalid_token").await;
 }
 
-#[tokio::test]
-async fn every_bad_token_is_closed_with_4401_right_after_the_upgrade() {
-    let app = spawn_app().await;
-    let player = app.new_player().await;
-    let other = app.new_player().await;
-    let mut cases = bad_tokens(&player.access_token, &other.user_id);
-    cases.push(("malformed authorization header", String::new()));
-    for (case, token) in cases {
-        let auth = if token.is_empty() { "Token nope".to_owned() } else { format!("Bearer {token}") };
-        let mut socket = app.ws_with(&[("authorization", &auth)], "").await;
-        let (frames, closed) = socket.frames_until_close().await;
-        assert!(frames.is_empty(), "{case}: no welcome, got {frames:?}");
-        assert_eq!(closed.code, 4401, "{case}: {closed:?}");
-    }
-    let mut anonymous = app.ws_with(&[], "").await;
-    assert_eq!(anonymous.next_close().await.code, 4401);
+on_both_backends! {
+    async fn every_bad_token_is_closed_with_4401_right_after_the_upgrade(db) {
+        let app = spawn_with(db, |_| {}).await;
+        let player = app.new_player().await;
+        let other = app.new_player().await;
+        let mut cases = bad_tokens(&player.access_token, &other.user_id);
+        cases.push(("malformed authorization header", String::new()));
+        for (case, token) in cases {
+            let auth = if token.is_empty() { "Token nope".to_owned() } else { format!("Bearer {token}") };
+            let mut socket = app.ws_with(&[("authorization", &auth)], "").await;
+            let (frames, closed) = socket.frames_until_close().await;
+            assert!(frames.is_empty(), "{case}: no welcome, got {frames:?}");
+            assert_eq!(closed.code, 4401, "{case}: {closed:?}");
+        }
+        let mut anonymous = app.ws_with(&[], "").await;
+        assert_eq!(anonymous.next_close().await.code, 4401);
 
-    // A browser offering tether.v1 still gets it selected, or it would see only 1006.
-    let protocols = "tether.v1, tether.bearer.forged.token.here";
-    let mut browser = app.ws_with(&[("sec-websocket-protocol", protocols)], "").await;
-    assert_eq!(browser.protocol.as_deref(), Some("tether.v1"));
-    assert_eq!(browser.next_close().await.code, 4401);
+        // A browser offering tether.v1 still gets it selected, or it would see only 1006.
+        let protocols = "tether.v1, tether.bearer.forged.token.here";
+        let mut browser = app.ws_with(&[("sec-websocket-protocol", protocols)], "").await;
+        assert_eq!(browser.protocol.as_deref(), Some("tether.v1"));
+        assert_eq!(browser.next_close().await.code, 4401);
+    }
 }

@@ -1,6 +1,8 @@
 //! Test support: start a real Tether server on port 0 with a fresh database, and
 //! talk to it with real HTTP and WebSocket clients. Every wait has a bound.
 
+pub mod process;
+
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -1,0 +1,146 @@
+//! `tether` as a real process: the binary, started with flags, its log read for
+//! the address it bound, stopped with a signal.
+
+use serde_json::Value;
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The `tether` binary of this workspace, built (or found fresh) once per test run.
+pub fn tether_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test binary's path");
+            let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let mut build = Command::new(env!("CARGO"));
+            build.current_dir(&workspace).args(["build", "--quiet", "-p", "tether", "--bin", "tether"]);
+            if profile_dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build for the tether binary");
+            assert!(status.success(), "cargo build of the tether binary failed");
+            profile_dir.join("tether")
+        })
+        .clone()
+}
+
+/// A `tether` command with these arguments, its output captured.
+pub fn tether(args: &[&str]) -> Command {
+    let mut command = Command::new(tether_binary());
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TETHER_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// A running `tether serve`.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: String,
+    /// Every JSON log line it printed so far (drained by [`ServerProcess::logs`]).
+    lines: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl ServerProcess {
+    /// Starts `tether serve --log-format json <args>` and waits for its `listening` line.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        let mut all = vec!["serve", "--log-format", "json"];
+        all.extend_from_slice(args);
+        let mut child = tether(&all).spawn().expect("start tether serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(value).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut server = ServerProcess { child, addr: String::new(), lines, seen: Vec::new() };
+        let listening = server.wait_for_log(|line| line["message"] == "listening", Duration::from_secs(60));
+        server.addr = listening["addr"].as_str().expect("the listening line names the address").to_owned();
+        server
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits for a log line that matches, returning it.
+    pub fn wait_for_log(&mut self, matches: impl Fn(&Value) -> bool, bound: Duration) -> Value {
+        if let Some(found) = self.seen.iter().find(|line| matches(line)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + bound;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let stderr = self.child.stderr.take().map(|mut err| {
+                        let mut text = String::new();
+                        let _ = std::io::Read::read_to_string(&mut err, &mut text);
+                        text
+                    });
+                    panic!("no such log line within {bound:?}; saw {:#?}; stderr: {stderr:?}", self.seen);
+                }
+            }
+        }
+    }
+
+    /// Every log line read so far.
+    pub fn logs(&mut self) -> &[Value] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// SIGTERM, then the exit status (bounded).
+    pub fn terminate(&mut self, bound: Duration) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success());
+        self.wait(bound)
+    }
+
+    pub fn wait(&mut self, bound: Duration) -> ExitStatus {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tether did not exit within {bound:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
