@@ -167,7 +167,7 @@ function describe(error) {
   let text = error.message || 'Something went wrong.';
   if (error.code === 'banned' && error.body) {
     const until = error.body.until ? `until ${formatDateTime(error.body.until)}` : 'permanently';
-    text += ` (banned ${until}${error.body.reason ? `: ${error.body.reason}` : ''})`;
+    text += ` (${until}${error.body.reason ? `; reason: ${error.body.reason}` : ''})`;
   }
   if (error.code === 'rate_limited' && error.retryAfter) text += ` Try again in ${error.retryAfter} s.`;
   return text;
@@ -262,9 +262,20 @@ function reportError(error, action) {
   } else if (error.status === 403 && error.code === 'forbidden') {
     signedOut(`Signed out: ${error.message}`);
   } else {
-    setStatus(describe(error), 'error', action);
+    const what = FAILED[action];
+    setStatus(what ? `${what}: ${describe(error)}` : describe(error), 'error', action);
   }
 }
+
+const FAILED = {
+  revoke: 'Revoke failed',
+  kick: 'Kick failed',
+  ban: 'Ban failed',
+  unban: 'Unban failed',
+  'revoke-all': 'Revoke all failed',
+  audit: 'Could not load the audit trail',
+  sessions: 'Could not load the sessions',
+};
 
 // ---------------------------------------------------------------------------
 // Views and status.

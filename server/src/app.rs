@@ -4,6 +4,7 @@
 use crate::auth::jwt::TokenKeys;
 use crate::auth::passwords::Passwords;
 use crate::config::Config;
+use crate::game::{RoomSettings, Rooms};
 use crate::sessions::SessionRegistry;
 use crate::store::{self, Store};
 use crate::{bootstrap, http, ws};
@@ -31,6 +32,7 @@ pub struct AppState {
     pub node_id: Arc<str>,
     pub store: Arc<dyn Store>,
     pub sessions: SessionRegistry,
+    pub rooms: Rooms,
     pub keys: Arc<TokenKeys>,
     pub passwords: Passwords,
     /// Socket tasks, so that a stop can wait for them.
@@ -72,11 +74,17 @@ impl App {
             None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]).into(),
         };
         tracing::info!(node_id = %node_id, "node id");
+        let rooms = Rooms::new(RoomSettings {
+            capacity: config.room_capacity,
+            tick_rate: config.tick_rate,
+            max_rooms: config.max_rooms,
+        });
         let state = AppState {
             node_id,
             config: Arc::new(config),
             store,
             sessions: SessionRegistry::new(),
+            rooms,
             keys: Arc::new(keys),
             passwords,
             socket_tasks: TaskTracker::new(),

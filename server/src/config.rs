@@ -103,6 +103,22 @@ pub struct Config {
     #[arg(long, env = "TETHER_WS_MAX_MESSAGE", default_value_t = 16 * 1024)]
     pub ws_max_message: usize,
 
+    /// Frames dropped in a row (its queue full) before a socket is closed as a slow consumer (1008).
+    #[arg(long, env = "TETHER_WS_SLOW_CONSUMER_DROPS", default_value_t = 20)]
+    pub ws_slow_consumer_drops: u32,
+
+    /// Players a room holds.
+    #[arg(long, env = "TETHER_ROOM_CAPACITY", default_value_t = 32)]
+    pub room_capacity: u32,
+
+    /// Simulation ticks (and snapshots) per second.
+    #[arg(long, env = "TETHER_TICK_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub tick_rate: u32,
+
+    /// Rooms this node will create at most.
+    #[arg(long, env = "TETHER_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: usize,
+
     /// Bad frames a socket may send before it is closed with 1008.
     #[arg(long, env = "TETHER_WS_MAX_BAD_FRAMES", default_value_t = 10)]
     pub ws_max_bad_frames: u32,

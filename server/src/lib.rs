@@ -6,7 +6,7 @@
 //! - [`sessions`]: the in-memory session registry and the sockets it can close.
 //! - [`revocation`]: persist, mark, close, then answer.
 //! - [`store`]: SQLite and PostgreSQL behind one trait.
-//! - [`http`], [`ws`]: the routes.
+//! - [`http`], [`ws`]: the routes; [`game`]: rooms and their tick loops.
 //! - [`bootstrap`]: the signing secret and the first admin.
 //! - [`telemetry`]: logs, as text or JSON lines.
 
@@ -15,6 +15,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
+pub mod game;
 pub mod http;
 pub mod revocation;
 pub mod sessions;

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod close;
+pub mod game;
 pub mod ids;
 pub mod ws;
 

@@ -12,6 +12,80 @@ use time::OffsetDateTime;
 pub enum ClientMessage {
     /// Answered by a `pong` carrying `t` back as the very same JSON number.
     Ping { t: Box<RawValue> },
+    /// Enter a room (leaving the current one); `lobby` when `room` is absent.
+    Join {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
+    /// Leave the current room.
+    Leave {},
+    /// One tick of movement: `dx`, `dy` in [-1, 1]; `seq` increases with each input.
+    Input { seq: u32, dx: f32, dy: f32 },
+    /// A chat line to the current room.
+    Chat { text: String },
+}
+
+/// The game's client messages, which need no raw number: decoded in one step.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum GameMessage {
+    Join {
+        #[serde(default)]
+        room: Option<String>,
+    },
+    Leave {},
+    Input {
+        seq: u32,
+        dx: f32,
+        dy: f32,
+    },
+    Chat {
+        text: String,
+    },
+}
+
+/// A player as others see them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlayerInfo {
+    /// Per connection: two tabs of one user are two players.
+    pub id: u32,
+    pub name: String,
+}
+
+/// A player's state in a snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlayerState {
+    pub id: u32,
+    pub x: f32,
+    pub y: f32,
+    pub score: u32,
+    /// The `seq` of the last input of this player the server applied (0: none yet).
+    pub ack: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemState {
+    pub id: u32,
+    pub x: f32,
+    pub y: f32,
+}
+
+/// The rules a client needs to predict its own movement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorldRules {
+    pub width: f32,
+    pub height: f32,
+    /// Units per second at full input.
+    pub speed: f32,
+    pub tick_rate: u32,
+    pub pickup_radius: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceEvent {
+    Join,
+    Leave,
 }
 
 /// What the server sends.
@@ -27,6 +101,37 @@ pub enum ServerMessage {
     Pong {
         t: serde_json::Number,
     },
+    /// The answer to `join`: who is here and the rules of the world.
+    Joined {
+        room: String,
+        you: u32,
+        capacity: u32,
+        world: WorldRules,
+        players: Vec<PlayerInfo>,
+    },
+    /// The answer to `leave`.
+    Left {
+        room: String,
+    },
+    /// Someone else entered or left the room.
+    Presence {
+        room: String,
+        event: PresenceEvent,
+        player: PlayerInfo,
+    },
+    /// The room's state after a tick; every member gets the same frame.
+    Snapshot {
+        tick: u64,
+        players: Vec<PlayerState>,
+        items: Vec<ItemState>,
+    },
+    Chat {
+        room: String,
+        from: PlayerInfo,
+        text: String,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
     Error {
         code: String,
         message: String,
@@ -35,6 +140,11 @@ pub enum ServerMessage {
 
 /// The `code` of an `error` message for a frame the server cannot use.
 pub const BAD_MESSAGE: &str = "bad_message";
+/// `error` codes of the game.
+pub const ROOM_FULL: &str = "room_full";
+pub const NOT_IN_ROOM: &str = "not_in_room";
+pub const RATE_LIMITED: &str = "rate_limited";
+pub const ROOM_UNAVAILABLE: &str = "room_unavailable";
 
 /// Why a client frame was refused; the text goes to the client as the `message`.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,6 +180,18 @@ impl ClientMessage {
                 }
                 Ok(ClientMessage::Ping { t: fields.t })
             }
+            "join" | "leave" | "input" | "chat" => match serde_json::from_str::<GameMessage>(text) {
+                Ok(GameMessage::Join { room }) => Ok(ClientMessage::Join { room }),
+                Ok(GameMessage::Leave {}) => Ok(ClientMessage::Leave {}),
+                Ok(GameMessage::Input { seq, dx, dy }) => Ok(ClientMessage::Input { seq, dx, dy }),
+                Ok(GameMessage::Chat { text }) => Ok(ClientMessage::Chat { text }),
+                Err(_) => Err(BadMessage(match envelope.kind.as_ref() {
+                    "join" => "join takes an optional `room`, a string",
+                    "leave" => "leave takes no fields",
+                    "input" => "input takes `seq` (a whole number) and `dx`, `dy` (numbers)",
+                    _ => "chat takes `text`, a string",
+                })),
+            },
             _ => Err(BadMessage("unknown message type")),
         }
     }
@@ -92,9 +214,30 @@ mod tests {
     fn ping_keeps_the_number_as_written() {
         for t in ["1", "-0.5", "1e3", "12345678901234567890123", "1.50"] {
             let text = format!(r#"{{"type":"ping","t":{t}}}"#);
-            let ClientMessage::Ping { t: raw } = ClientMessage::decode(&text).unwrap();
+            let Ok(ClientMessage::Ping { t: raw }) = ClientMessage::decode(&text) else { panic!("{text}") };
             assert_eq!(pong_frame(&raw), format!(r#"{{"type":"pong","t":{t}}}"#));
         }
+    }
+
+    #[test]
+    fn game_messages_decode() {
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"join"}"#),
+            Ok(ClientMessage::Join { room: None })
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"join","room":"arena"}"#),
+            Ok(ClientMessage::Join { room: Some(r) }) if r == "arena"
+        ));
+        assert!(matches!(ClientMessage::decode(r#"{"type":"leave"}"#), Ok(ClientMessage::Leave {})));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"input","seq":3,"dx":-1,"dy":0.5}"#),
+            Ok(ClientMessage::Input { seq: 3, dx: -1.0, dy: 0.5 })
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"chat","text":"hi"}"#),
+            Ok(ClientMessage::Chat { .. })
+        ));
     }
 
     #[test]
@@ -110,6 +253,11 @@ mod tests {
             r#"{"type":"ping","t":null}"#,
             r#"{"type":"ping","t":1,"x":2}"#,
             r#"{"type":7,"t":1}"#,
+            r#"{"type":"join","room":5}"#,
+            r#"{"type":"leave","x":1}"#,
+            r#"{"type":"input","seq":-1,"dx":0,"dy":0}"#,
+            r#"{"type":"input","seq":1,"dx":"left","dy":0}"#,
+            r#"{"type":"chat"}"#,
         ] {
             assert!(ClientMessage::decode(text).is_err(), "{text:?} was accepted");
         }

@@ -31,6 +31,7 @@ mod account;
 mod admin;
 mod auth;
 mod cli;
+mod game;
 mod persistence;
 mod refresh;
 mod sockets;

@@ -334,6 +334,30 @@ impl WsClient {
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
     }
 
+    /// The next message of this `type`, skipping others (snapshots, presence...).
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "no {kind:?} message within {WAIT:?}");
+            let message = self.next_json().await;
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+
+    /// The next message matching `accept`, skipping others.
+    pub async fn next_matching(&mut self, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "no message {what} within {WAIT:?}");
+            let message = self.next_json().await;
+            if accept(&message) {
+                return message;
+            }
+        }
+    }
+
     pub async fn next_text(&mut self) -> String {
         loop {
             let message =

@@ -1,0 +1,251 @@
+//! One socket's task, from `welcome` to its close frame.
+//!
+//! It `select!`s, in this priority, over its session's close order, the server's
+//! shutdown, its slow-consumer signal, its bounded outbound queue, and inbound
+//! frames. A close order also cuts into a write in progress, so a close frame is
+//! never stuck behind queued traffic; a connection that cannot take the close frame
+//! at once is aborted instead of waited on.
+
+use super::outbox::{Outbox, frame};
+use crate::app::AppState;
+use crate::auth::extract::{AuthSession, UpgradeToken};
+use crate::game::{CHAT_MAX_CHARS, JoinError, LOBBY, NewMember, RoomHandle};
+use crate::sessions::CloseOrder;
+use crate::store;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{FutureExt as _, SinkExt as _};
+use std::sync::Arc;
+use std::time::Duration;
+use tether_shared::api::UserView;
+use tether_shared::close;
+use tether_shared::game::direction;
+use tether_shared::ws::{
+    BAD_MESSAGE, BadMessage, ClientMessage, NOT_IN_ROOM, ROOM_FULL, ROOM_UNAVAILABLE, ServerMessage,
+    pong_frame,
+};
+
+/// How long a closing socket waits for the peer's close reply before dropping it.
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
+/// How long a shutdown or a refused upgrade may wait to write its close frame.
+const CLOSE_WRITE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How a socket's loop ended.
+enum SocketEnd {
+    /// The session was revoked or ended: close with its code, then confirm.
+    Ordered(CloseOrder),
+    /// The server ends it for its own reason.
+    Close(u16, &'static str),
+    /// The peer sent its close; tungstenite has queued the reply.
+    PeerClosed,
+    /// The connection is gone.
+    Gone,
+}
+
+/// Closes a socket whose upgrade was refused, reading nothing it sent.
+pub(super) async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
+    if write_close(&mut socket, code, reason, Some(CLOSE_WRITE_PATIENCE)).await {
+        linger(socket).await;
+    }
+}
+
+pub(super) async fn run(mut socket: WebSocket, auth: AuthSession<UpgradeToken>, state: AppState) {
+    let (_registration, mut close_order) = match state.sessions.attach_socket(&auth.session, store::now()) {
+        Ok(attached) => attached,
+        Err(problem) => return refuse(socket, problem.close_code(), &problem.close_reason()).await,
+    };
+    let config = &state.config;
+    let (outbox, mut queued) = Outbox::new(config.ws_outbound_queue, config.ws_slow_consumer_drops);
+    let outbox = Arc::new(outbox);
+    outbox.push_message(&ServerMessage::Welcome {
+        session_id: auth.claims.sid,
+        user: UserView { id: auth.claims.sub, username: auth.claims.name.clone(), role: auth.claims.role },
+        server_time: store::now(),
+    });
+    let mut player = Player {
+        id: state.rooms.next_player_id(),
+        name: auth.claims.name.as_str().into(),
+        room: None,
+        outbox: outbox.clone(),
+        bad_frames: 0,
+        max_bad_frames: config.ws_max_bad_frames,
+    };
+
+    let end = loop {
+        tokio::select! {
+            biased;
+            order = &mut close_order => break order.map_or(SocketEnd::Gone, SocketEnd::Ordered),
+            _ = state.shutdown.cancelled() => break SocketEnd::Close(close::GOING_AWAY, "server shutting down"),
+            _ = outbox.too_slow() => break SocketEnd::Close(close::POLICY, "slow consumer"),
+            Some(frame) = queued.recv() => {
+                tokio::select! {
+                    biased;
+                    order = &mut close_order => break order.map_or(SocketEnd::Gone, SocketEnd::Ordered),
+                    sent = socket.send(Message::Text(frame)) => if sent.is_err() { break SocketEnd::Gone },
+                }
+            }
+            incoming = socket.recv() => {
+                let outcome = match incoming {
+                    Some(Ok(Message::Text(text))) => player.handle(&text, &state).await,
+                    Some(Ok(Message::Binary(_))) => player.bad(BadMessage("binary frames are not used: send JSON text")),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                    Some(Ok(Message::Close(_))) => Err(SocketEnd::PeerClosed),
+                    Some(Err(error)) if is_too_big(&error) => Err(SocketEnd::Close(close::TOO_BIG, "message too big")),
+                    Some(Err(_)) | None => Err(SocketEnd::Gone),
+                };
+                if let Err(end) = outcome {
+                    break end;
+                }
+            }
+        }
+    };
+    if let Some(room) = player.room.take() {
+        room.leave_now(player.id);
+    }
+    finish(socket, end).await;
+}
+
+/// The socket's player: its game state and how it answers client messages.
+struct Player {
+    id: u32,
+    name: Arc<str>,
+    room: Option<RoomHandle>,
+    outbox: Arc<Outbox>,
+    bad_frames: u32,
+    max_bad_frames: u32,
+}
+
+impl Player {
+    async fn handle(&mut self, text: &str, state: &AppState) -> Result<(), SocketEnd> {
+        let message = match ClientMessage::decode(text) {
+            Ok(message) => message,
+            Err(bad) => return self.bad(bad),
+        };
+        match message {
+            ClientMessage::Ping { t } => {
+                self.outbox.push(pong_frame(&t).into());
+            }
+            ClientMessage::Join { room } => self.join(room.as_deref().unwrap_or(LOBBY), state).await?,
+            ClientMessage::Leave {} => match self.room.take() {
+                Some(room) => room.leave(self.id).await,
+                None => self.error(NOT_IN_ROOM, "not in a room"),
+            },
+            ClientMessage::Input { seq, dx, dy } => {
+                if direction(dx, dy).is_none() {
+                    return self.bad(BadMessage("input: dx and dy are numbers in [-1, 1]"));
+                }
+                match &self.room {
+                    Some(room) => room.input(self.id, seq, dx, dy),
+                    None => self.error(NOT_IN_ROOM, "join a room first"),
+                }
+            }
+            ClientMessage::Chat { text } => {
+                let text = text.trim();
+                if text.is_empty() || text.chars().count() > CHAT_MAX_CHARS {
+                    return self.bad(BadMessage("chat: text of 1 to 200 characters"));
+                }
+                match &self.room {
+                    Some(room) => room.chat(self.id, text.to_owned()),
+                    None => self.error(NOT_IN_ROOM, "join a room first"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Enters a room; on success leaves the one it was in, so a full room leaves the
+    /// player where they were.
+    async fn join(&mut self, name: &str, state: &AppState) -> Result<(), SocketEnd> {
+        if self.room.as_ref().is_some_and(|room| &*room.name == name) {
+            return Ok(());
+        }
+        let room = match state.rooms.room(name) {
+            Ok(room) => room,
+            Err(JoinError::BadName) => {
+                return self.bad(BadMessage("room names are 1-32 characters of a-z 0-9 _ -"));
+            }
+            Err(other) => {
+                self.error(ROOM_UNAVAILABLE, &other.to_string());
+                return Ok(());
+            }
+        };
+        let member = NewMember { player: self.id, name: self.name.clone(), outbox: self.outbox.clone() };
+        match room.join(member).await {
+            Ok(()) => {
+                if let Some(previous) = self.room.replace(room) {
+                    previous.leave(self.id).await;
+                }
+            }
+            Err(JoinError::Full) => self.error(ROOM_FULL, "this room is full"),
+            Err(other) => self.error(ROOM_UNAVAILABLE, &other.to_string()),
+        }
+        Ok(())
+    }
+
+    /// Answers a frame it cannot use; too many of them end the socket (1008).
+    fn bad(&mut self, bad: BadMessage) -> Result<(), SocketEnd> {
+        self.bad_frames += 1;
+        if self.bad_frames > self.max_bad_frames {
+            return Err(SocketEnd::Close(close::POLICY, "too many bad frames"));
+        }
+        self.error(BAD_MESSAGE, bad.0);
+        Ok(())
+    }
+
+    fn error(&self, code: &str, message: &str) {
+        self.outbox.push(frame(&ServerMessage::Error { code: code.to_owned(), message: message.to_owned() }));
+    }
+}
+
+async fn finish(mut socket: WebSocket, end: SocketEnd) {
+    let written = match end {
+        SocketEnd::Gone => false,
+        SocketEnd::PeerClosed => {
+            let _ = tokio::time::timeout(CLOSE_WRITE_PATIENCE, socket.flush()).await;
+            false
+        }
+        SocketEnd::Ordered(order) => {
+            // At once or never: a revocation does not wait on a slow peer. Dropping
+            // the order afterwards tells the revoker this socket is done.
+            let written = write_close(&mut socket, order.code, &order.reason, None).await;
+            drop(order);
+            written
+        }
+        SocketEnd::Close(code, reason) => {
+            let patience = (code == close::GOING_AWAY).then_some(CLOSE_WRITE_PATIENCE);
+            write_close(&mut socket, code, reason, patience).await
+        }
+    };
+    if written {
+        linger(socket).await;
+    }
+}
+
+/// Writes a close frame to the connection. With no patience it must go through on
+/// the first try; otherwise it may wait that long. False: the socket is to be dropped.
+async fn write_close(socket: &mut WebSocket, code: u16, reason: &str, patience: Option<Duration>) -> bool {
+    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    let sent = match patience {
+        None => socket.send(frame).now_or_never(),
+        Some(patience) => tokio::time::timeout(patience, socket.send(frame)).await.ok(),
+    };
+    matches!(sent, Some(Ok(())))
+}
+
+/// Reads (and ignores) until the peer answers the close or the linger ends, so the
+/// connection ends with a FIN after our close frame, not a reset that could discard it.
+async fn linger(mut socket: WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn is_too_big(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(error.source().and_then(|inner| inner.downcast_ref::<Error>()), Some(Error::Capacity(_)))
+}
