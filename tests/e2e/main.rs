@@ -30,6 +30,7 @@ macro_rules! on_both_backends {
 mod account;
 mod admin;
 mod auth;
+mod browser;
 mod cli;
 mod game;
 mod persistence;

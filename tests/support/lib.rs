@@ -1,6 +1,7 @@
 //! Test support: start a real Tether server on port 0 with a fresh database, and
 //! talk to it with real HTTP and WebSocket clients. Every wait has a bound.
 
+pub mod browser;
 pub mod process;
 
 use futures_util::{SinkExt as _, StreamExt as _};
