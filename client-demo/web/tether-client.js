@@ -1,0 +1,644 @@
+/**
+ * tether-client.js: the browser side of a Tether server (accounts, tokens, game socket).
+ *
+ * One standalone ES module, no dependencies, no build step: copy it into any browser
+ * game served from the same origin as the Tether server and import it.
+ *
+ *   import { TetherClient, TetherError } from './tether-client.js';
+ *   const tether = new TetherClient();          // options: see below
+ *   tether.on('snapshot', (msg) => draw(msg));
+ *   tether.on('terminal', ({ code, reason, text }) => showOverlay(text));
+ *   const user = (await tether.resume()) ?? (await tether.login(name, password)).user;
+ *   tether.connect();                           // join a room once 'welcome' arrives
+ *   tether.on('welcome', () => tether.join('lobby'));
+ *
+ * Constructor options (all optional)
+ *   baseUrl            prefix of the HTTP routes, default '' (same origin)
+ *   wsUrl              socket URL, default ws:// or wss:// (matching the page) + host + '/ws'
+ *   refreshMarginSec   refresh this long before the access token expires, default 60
+ *   backoffBaseMs      first reconnect delay bound, default 500 (doubles per attempt)
+ *   backoffMaxMs       reconnect delay cap, default 15000
+ *   requestTimeoutMs   bound of each HTTP request, default 15000
+ *
+ * Accounts and session (each returns a Promise; every non-2xx answer rejects with a
+ * TetherError { status, code, message, body }; a network failure has status 0 and code
+ * 'network_error')
+ *   register(username, password)  -> user {id, username, role}; does not log in
+ *   login(username, password)     -> { user, sessionId }; starts silent refresh
+ *   resume()                      -> user, or null when the browser holds no usable
+ *                                    refresh cookie (call on page load: a reload keeps
+ *                                    the player logged in); rejects on other failures
+ *                                    (e.g. 403 banned, 401 session_revoked, network)
+ *   refresh()                     -> { user, sessionId }; normally automatic
+ *   logout()                      -> closes the socket, revokes this session (204)
+ *   logoutAll()                   -> closes the socket, revokes every session of the user
+ *   me()                          -> { user, session: {id, created_at, expires_at} }
+ *   listSessions()                -> [{ id, created_at, last_seen_at, user_agent, ip,
+ *                                      sockets, current }]
+ *   revokeSession(id)             -> revokes one of the user's own sessions (204)
+ *   request(method, path, body?)  -> any other Bearer route; JSON body or null
+ *
+ * State (read-only properties)
+ *   user, sessionId, loggedIn, accessTokenExpiresAt (ms since epoch),
+ *   state: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed'
+ *   connected (true between 'welcome' and the close)
+ *
+ * Socket
+ *   connect()      opens `new WebSocket(wsUrl, ['tether.v1', 'tether.bearer.<jwt>'])`
+ *                  (refreshing first if the access token is about to expire) and keeps
+ *                  it open per the reconnect policy below
+ *   disconnect()   closes with 1000, no reconnect
+ *   send(object)   sends one JSON text frame; false when the socket is not open
+ *   ping(t?), join(room?), leave(), input(seq, dx, dy), chat(text): message helpers
+ *
+ * Events: on(type, fn) returns an unsubscribe function; fn receives the detail.
+ * (The client is also an EventTarget: addEventListener(type, e => e.detail).)
+ *   'welcome' 'pong' 'joined' 'left' 'presence' 'snapshot' 'chat' 'error'
+ *                  one per server message of that `type`; detail = the parsed message
+ *   'message'      every server message
+ *   'state'        { state, attempt, delayMs }  connection state changed
+ *   'close'        { code, reason, wasClean, willReconnect, delayMs }  every socket close
+ *   'terminal'     { code, reason, kind, text }  the session ended and the client will
+ *                  not reconnect: 4001 revoked, 4002 expired, 4003 banned, 4004 kicked,
+ *                  4005 replaced; `reason` is the close reason as sent ("kicked:
+ *                  spamming"), `text` a sentence for people ("You were kicked: spamming")
+ *   'auth'         { user, sessionId, expiresIn, changed }  after login and every refresh;
+ *                  changed = the session differs from the previous one (another tab of
+ *                  this browser logged in: the cookie is shared, the last login wins)
+ *   'loggedout'    { reason, error }  the client holds no session any more: reason is
+ *                  'logout', 'logout-all', 'other-tab' (a tab of this session logged
+ *                  out) or 'refresh-failed' (error = the TetherError)
+ *
+ * Reconnect policy
+ *   1000, 1008, 1009, or disconnect(): no reconnect ('disconnected').
+ *   Any other 1xxx (1001 server going away, 1006 abnormal, 1011, 1012, ...): reconnect
+ *     after a full-jitter exponential backoff, random(0, min(backoffMaxMs,
+ *     backoffBaseMs * 2^attempt)); a 1001 reason that names a delay ("retry in 5s",
+ *     "retry_after_ms=5000") is used as a floor, anything else in it is ignored. The
+ *     attempt counter resets on 'welcome'.
+ *   4401 (token missing or expired at upgrade): one refresh, then reconnect at once; if
+ *     the refresh fails, or 4401 comes again before a 'welcome', 'loggedout'.
+ *   4001-4005: 'terminal', the access token is dropped, no reconnect.
+ *   Other codes: 'disconnected', no reconnect.
+ *
+ * Tokens and tabs
+ *   The access token is kept in memory only (never in storage or URLs). The refresh
+ *   token travels only in the HttpOnly cookie `tether_refresh` (Path=/api/auth): the
+ *   client sends `POST /api/auth/refresh` with an empty body and credentials
+ *   'same-origin', refreshMarginSec before expiry (with a few seconds of random jitter),
+ *   and again when a Bearer call answers 401 invalid_token. Tabs of one browser share
+ *   that cookie, refresh rotates it, and presenting a rotated token revokes the session,
+ *   so login, refresh and logout run under the Web Lock 'tether-refresh': two tabs never
+ *   refresh at once, and a tab that refreshes after another one simply sends the newer
+ *   cookie. (navigator.locks needs a secure context: https, localhost or 127.0.0.1. Where
+ *   it is missing only this tab's calls are serialized, and the jitter keeps tabs apart.)
+ *   A BroadcastChannel 'tether-auth' tells the other tabs about logouts.
+ */
+
+const TERMINAL = {
+  4001: { kind: 'revoked', text: 'Your session was revoked' },
+  4002: { kind: 'expired', text: 'Your session expired' },
+  4003: { kind: 'banned', text: 'You were banned' },
+  4004: { kind: 'kicked', text: 'You were kicked' },
+  4005: { kind: 'replaced', text: 'You were signed out: a newer login took over' },
+};
+const GAME_EVENTS = new Set(['welcome', 'pong', 'joined', 'left', 'presence', 'snapshot', 'chat', 'error']);
+const LOCK_NAME = 'tether-refresh';
+const CHANNEL_NAME = 'tether-auth';
+
+export class TetherError extends Error {
+  constructor(status, code, message, body = null) {
+    super(message || code || `HTTP ${status}`);
+    this.name = 'TetherError';
+    this.status = status;
+    this.code = code;
+    this.body = body;
+  }
+}
+
+/** The sentence for a terminal close: "You were kicked: spamming". */
+export function describeClose(code, reason) {
+  const known = TERMINAL[code];
+  if (!known) return reason ? `Disconnected (${code}): ${reason}` : `Disconnected (${code})`;
+  const colon = typeof reason === 'string' ? reason.indexOf(': ') : -1;
+  const detail = colon >= 0 ? reason.slice(colon + 2).trim() : '';
+  return detail ? `${known.text}: ${detail}` : `${known.text}.`;
+}
+
+export class TetherClient extends EventTarget {
+  #baseUrl;
+  #wsUrl;
+  #refreshMarginMs;
+  #backoffBaseMs;
+  #backoffMaxMs;
+  #requestTimeoutMs;
+
+  #accessToken = null;
+  #expiresAt = 0; // ms since epoch (wall clock: keeps counting through a suspend)
+  #user = null;
+  #sessionId = null;
+  #refreshTimer = null;
+  #refreshing = null; // this tab's refresh in flight
+  #localChain = Promise.resolve(); // lock fallback
+  #channel = null;
+
+  #ws = null;
+  #state = 'idle';
+  #connected = false;
+  #wantConnected = false;
+  #attempt = 0;
+  #reconnectTimer = null;
+  #retried4401 = false;
+
+  constructor(options = {}) {
+    super();
+    this.#baseUrl = (options.baseUrl ?? '').replace(/\/+$/, '');
+    this.#wsUrl = options.wsUrl ?? null;
+    this.#refreshMarginMs = (options.refreshMarginSec ?? 60) * 1000;
+    this.#backoffBaseMs = options.backoffBaseMs ?? 500;
+    this.#backoffMaxMs = options.backoffMaxMs ?? 15_000;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
+
+    if (typeof BroadcastChannel === 'function') {
+      this.#channel = new BroadcastChannel(CHANNEL_NAME);
+      this.#channel.onmessage = (event) => this.#onChannel(event.data);
+    }
+    if (typeof window !== 'undefined') {
+      // Timers sleep with the machine: check the token when the page comes back.
+      document.addEventListener('visibilitychange', () => {
+        if (document.visibilityState === 'visible') this.#checkToken();
+      });
+      window.addEventListener('online', () => {
+        this.#checkToken();
+        if (this.#wantConnected && this.#reconnectTimer) this.#reconnectNow();
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- state
+
+  get user() {
+    return this.#user;
+  }
+  get sessionId() {
+    return this.#sessionId;
+  }
+  get loggedIn() {
+    return this.#accessToken !== null;
+  }
+  get accessTokenExpiresAt() {
+    return this.#expiresAt;
+  }
+  get state() {
+    return this.#state;
+  }
+  get connected() {
+    return this.#connected;
+  }
+
+  on(type, fn) {
+    const listener = (event) => fn(event.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #setState(state, extra = {}) {
+    this.#state = state;
+    this.#emit('state', { state, attempt: this.#attempt, delayMs: null, ...extra });
+  }
+
+  // ---------------------------------------------------------------- HTTP
+
+  async #fetch(method, path, { body, token, credentials = 'same-origin' } = {}) {
+    const headers = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (token) headers.authorization = `Bearer ${token}`;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), this.#requestTimeoutMs);
+    let response;
+    try {
+      response = await fetch(this.#baseUrl + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials,
+        cache: 'no-store',
+        signal: controller.signal,
+      });
+    } catch (error) {
+      throw new TetherError(
+        0,
+        'network_error',
+        controller.signal.aborted ? 'the server did not answer in time' : 'the server cannot be reached',
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    let data = null;
+    const text = await response.text().catch(() => '');
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const code = (data && typeof data.error === 'string' && data.error) || `http_${response.status}`;
+      const message = (data && typeof data.message === 'string' && data.message) || response.statusText || code;
+      throw new TetherError(response.status, code, message, data);
+    }
+    return data;
+  }
+
+  /** A Bearer call; one refresh and retry when the access token is refused as invalid. */
+  async request(method, path, body) {
+    if (!this.#accessToken) throw new TetherError(401, 'not_logged_in', 'not logged in');
+    await this.#ensureFresh(5_000);
+    try {
+      return await this.#fetch(method, path, { body, token: this.#accessToken });
+    } catch (error) {
+      if (!(error instanceof TetherError) || error.status !== 401 || error.code !== 'invalid_token') throw error;
+      await this.refresh();
+      return this.#fetch(method, path, { body, token: this.#accessToken });
+    }
+  }
+
+  /** Runs fn under the cross-tab lock (or, without Web Locks, serialized in this tab). */
+  #withLock(fn) {
+    if (typeof navigator !== 'undefined' && navigator.locks?.request) {
+      return navigator.locks.request(LOCK_NAME, () => fn());
+    }
+    const run = this.#localChain.then(fn, fn);
+    this.#localChain = run.catch(() => {});
+    return run;
+  }
+
+  async register(username, password) {
+    const data = await this.#fetch('POST', '/api/auth/register', { body: { username, password } });
+    return data.user;
+  }
+
+  async login(username, password) {
+    const data = await this.#withLock(() =>
+      this.#fetch('POST', '/api/auth/login', { body: { username, password } }),
+    );
+    this.#applyPair(data);
+    return { user: this.#user, sessionId: this.#sessionId };
+  }
+
+  async resume() {
+    try {
+      await this.refresh();
+      return this.#user;
+    } catch (error) {
+      if (error instanceof TetherError && error.status === 401 && error.code === 'invalid_refresh_token') return null;
+      throw error;
+    }
+  }
+
+  /** One refresh through the cookie, at most one in flight per tab, never two across tabs. */
+  refresh() {
+    if (!this.#refreshing) {
+      this.#refreshing = this.#withLock(() => this.#fetch('POST', '/api/auth/refresh'))
+        .then(
+          (data) => {
+            this.#applyPair(data);
+            return { user: this.#user, sessionId: this.#sessionId };
+          },
+          (error) => {
+            if (error instanceof TetherError && error.status >= 400 && error.status < 500) this.#dropAuth();
+            throw error;
+          },
+        )
+        .finally(() => {
+          this.#refreshing = null;
+        });
+    }
+    return this.#refreshing;
+  }
+
+  async logout() {
+    await this.#endSession('logout', '/api/auth/logout', { type: 'logout', sessionId: this.#sessionId });
+  }
+
+  async logoutAll() {
+    await this.#endSession('logout-all', '/api/auth/logout-all', { type: 'logout-all', userId: this.#user?.id });
+  }
+
+  async #endSession(reason, path, announcement) {
+    // Close our own socket first, so that the server's 4001 is not taken for a revocation.
+    this.disconnect();
+    this.#channel?.postMessage(announcement);
+    const token = this.#accessToken;
+    try {
+      if (token) {
+        // Under the lock: the answer clears the cookie, which must not race a refresh.
+        await this.#withLock(() => this.#fetch('POST', path, { token }));
+      }
+    } catch (error) {
+      // An access token that already expired: the cookie still names the session.
+      if (!(error instanceof TetherError && error.status === 401)) throw error;
+    } finally {
+      this.#dropAuth();
+      this.#emit('loggedout', { reason, error: null });
+    }
+  }
+
+  me() {
+    return this.request('GET', '/api/me');
+  }
+
+  async listSessions() {
+    const data = await this.request('GET', '/api/sessions');
+    return data.sessions;
+  }
+
+  async revokeSession(id) {
+    await this.request('DELETE', `/api/sessions/${encodeURIComponent(id)}`);
+  }
+
+  #applyPair(data) {
+    if (!data || typeof data.access_token !== 'string') {
+      throw new TetherError(0, 'bad_response', 'the server sent no access token');
+    }
+    const changed = this.#sessionId !== null && this.#sessionId !== data.session_id;
+    this.#accessToken = data.access_token;
+    // data.refresh_token is ignored on purpose: the HttpOnly cookie carries it.
+    const expiresIn = Number(data.expires_in) || 60;
+    this.#expiresAt = Date.now() + expiresIn * 1000;
+    this.#user = data.user ?? null;
+    this.#sessionId = data.session_id ?? null;
+    this.#scheduleRefresh(expiresIn * 1000);
+    this.#emit('auth', { user: this.#user, sessionId: this.#sessionId, expiresIn, changed });
+    if (changed && this.#wantConnected) {
+      // Another tab's login replaced the cookie: follow it with a fresh socket.
+      this.#closeSocket(1000, 'session changed');
+      this.#open();
+    }
+  }
+
+  #dropAuth() {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    this.#accessToken = null;
+    this.#expiresAt = 0;
+    this.#user = null;
+    this.#sessionId = null;
+  }
+
+  #scheduleRefresh(lifetimeMs) {
+    clearTimeout(this.#refreshTimer);
+    const jitter = Math.random() * 10_000;
+    const delay =
+      lifetimeMs > this.#refreshMarginMs * 2 ? lifetimeMs - this.#refreshMarginMs - jitter : lifetimeMs / 2;
+    this.#refreshTimer = setTimeout(() => this.#backgroundRefresh(0), Math.max(1_000, delay));
+  }
+
+  async #backgroundRefresh(failures) {
+    if (!this.#accessToken) return;
+    try {
+      await this.refresh();
+    } catch (error) {
+      if (error instanceof TetherError && error.status >= 400 && error.status < 500) {
+        this.#loggedOut(error);
+      } else if (this.#accessToken) {
+        // Network or server trouble: try again soon, a little later each time.
+        const delay = Math.min(30_000, 2_000 * 2 ** failures) * (0.5 + Math.random() / 2);
+        clearTimeout(this.#refreshTimer);
+        this.#refreshTimer = setTimeout(() => this.#backgroundRefresh(failures + 1), delay);
+      }
+    }
+  }
+
+  async #ensureFresh(marginMs) {
+    if (this.#accessToken && this.#expiresAt - Date.now() < marginMs) await this.refresh();
+  }
+
+  #checkToken() {
+    if (this.#accessToken && this.#expiresAt - Date.now() < this.#refreshMarginMs) {
+      clearTimeout(this.#refreshTimer);
+      this.#backgroundRefresh(0);
+    }
+  }
+
+  #loggedOut(error) {
+    const wasLoggedIn = this.#accessToken !== null || this.#wantConnected;
+    this.#wantConnected = false;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#closeSocket(1000, 'logged out');
+    this.#dropAuth();
+    if (this.#state !== 'disconnected') this.#setState('disconnected');
+    if (wasLoggedIn) this.#emit('loggedout', { reason: 'refresh-failed', error });
+  }
+
+  #onChannel(message) {
+    if (!message || typeof message !== 'object' || !this.#accessToken) return;
+    const mine =
+      (message.type === 'logout' && message.sessionId === this.#sessionId) ||
+      (message.type === 'logout-all' && message.userId === this.#user?.id);
+    if (!mine) return;
+    this.#wantConnected = false;
+    clearTimeout(this.#reconnectTimer);
+    this.#closeSocket(1000, 'logged out');
+    this.#dropAuth();
+    this.#setState('disconnected');
+    this.#emit('loggedout', { reason: 'other-tab', error: null });
+  }
+
+  // ---------------------------------------------------------------- socket
+
+  #socketUrl() {
+    if (this.#wsUrl) return this.#wsUrl;
+    const base = this.#baseUrl ? new URL(this.#baseUrl, location.href) : location;
+    const scheme = base.protocol === 'https:' ? 'wss:' : 'ws:';
+    const prefix = this.#baseUrl ? new URL(this.#baseUrl, location.href).pathname.replace(/\/+$/, '') : '';
+    return `${scheme}//${base.host}${prefix}/ws`;
+  }
+
+  connect() {
+    if (!this.#accessToken) throw new TetherError(401, 'not_logged_in', 'not logged in');
+    this.#wantConnected = true;
+    this.#attempt = 0;
+    this.#retried4401 = false;
+    if (this.#ws && this.#ws.readyState <= WebSocket.OPEN) return;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#open();
+  }
+
+  disconnect() {
+    const had = this.#wantConnected || this.#ws !== null;
+    this.#wantConnected = false;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#closeSocket(1000, 'bye');
+    if (had) this.#setState('disconnected');
+  }
+
+  send(message) {
+    if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN) return false;
+    this.#ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  ping(t = Math.round(performance.now() * 1000) / 1000) {
+    return this.send({ type: 'ping', t });
+  }
+  join(room) {
+    return this.send(room ? { type: 'join', room } : { type: 'join' });
+  }
+  leave() {
+    return this.send({ type: 'leave' });
+  }
+  input(seq, dx, dy) {
+    return this.send({ type: 'input', seq, dx, dy });
+  }
+  chat(text) {
+    return this.send({ type: 'chat', text });
+  }
+
+  #closeSocket(code, reason) {
+    const ws = this.#ws;
+    this.#ws = null;
+    const wasConnected = this.#connected;
+    this.#connected = false;
+    if (ws && ws.readyState <= WebSocket.OPEN) {
+      try {
+        ws.close(code, reason);
+      } catch {
+        /* already closing */
+      }
+    }
+    return wasConnected;
+  }
+
+  async #open() {
+    if (!this.#wantConnected) return;
+    this.#setState(this.#attempt > 0 ? 'reconnecting' : 'connecting');
+    try {
+      await this.#ensureFresh(10_000);
+    } catch (error) {
+      if (error instanceof TetherError && error.status >= 400 && error.status < 500) {
+        this.#loggedOut(error);
+      } else {
+        this.#scheduleReconnect(null);
+      }
+      return;
+    }
+    if (!this.#wantConnected || !this.#accessToken) return;
+    if (this.#ws) return; // another #open won the race
+    let ws;
+    try {
+      ws = new WebSocket(this.#socketUrl(), ['tether.v1', `tether.bearer.${this.#accessToken}`]);
+    } catch (error) {
+      this.#scheduleReconnect(null);
+      return;
+    }
+    this.#ws = ws;
+    ws.onmessage = (event) => {
+      if (ws !== this.#ws || typeof event.data !== 'string') return;
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (!message || typeof message.type !== 'string') return;
+      if (message.type === 'welcome') {
+        this.#attempt = 0;
+        this.#retried4401 = false;
+        this.#connected = true;
+        this.#setState('connected');
+      }
+      if (GAME_EVENTS.has(message.type)) this.#emit(message.type, message);
+      this.#emit('message', message);
+    };
+    ws.onclose = (event) => {
+      if (ws !== this.#ws) return; // closed on purpose, already handled
+      this.#ws = null;
+      this.#connected = false;
+      this.#onClose(event);
+    };
+  }
+
+  #onClose({ code, reason, wasClean }) {
+    const base = { code, reason, wasClean };
+    if (!this.#wantConnected) {
+      this.#setState('disconnected');
+      this.#emit('close', { ...base, willReconnect: false, delayMs: null });
+      return;
+    }
+    const terminal = TERMINAL[code];
+    if (terminal) {
+      this.#wantConnected = false;
+      this.#dropAuth(); // the session is over; its tokens are worthless
+      this.#setState('closed', { code, reason });
+      this.#emit('close', { ...base, willReconnect: false, delayMs: null });
+      this.#emit('terminal', { code, reason, kind: terminal.kind, text: describeClose(code, reason) });
+      return;
+    }
+    if (code === 4401) {
+      if (this.#retried4401) {
+        this.#emit('close', { ...base, willReconnect: false, delayMs: null });
+        this.#loggedOut(new TetherError(401, 'invalid_token', 'the server refused the access token'));
+        return;
+      }
+      this.#retried4401 = true;
+      this.#emit('close', { ...base, willReconnect: true, delayMs: 0 });
+      this.#setState('reconnecting', { delayMs: 0 });
+      this.refresh().then(
+        () => this.#open(),
+        (error) => {
+          if (error instanceof TetherError && error.status >= 400 && error.status < 500) this.#loggedOut(error);
+          else this.#scheduleReconnect(null);
+        },
+      );
+      return;
+    }
+    if (code === 1000 || code === 1008 || code === 1009 || code < 1000 || code >= 2000) {
+      this.#wantConnected = false;
+      this.#setState('disconnected', { code, reason });
+      this.#emit('close', { ...base, willReconnect: false, delayMs: null });
+      return;
+    }
+    const delayMs = this.#scheduleReconnect(code === 1001 ? hintMs(reason) : null, base);
+    void delayMs;
+  }
+
+  #scheduleReconnect(floorMs, closeDetail = null) {
+    const bound = Math.min(this.#backoffMaxMs, this.#backoffBaseMs * 2 ** this.#attempt);
+    const delayMs = Math.round((floorMs ?? 0) + Math.random() * bound);
+    this.#attempt += 1;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      this.#open();
+    }, delayMs);
+    if (closeDetail) this.#emit('close', { ...closeDetail, willReconnect: true, delayMs });
+    this.#setState('reconnecting', { delayMs });
+    return delayMs;
+  }
+
+  #reconnectNow() {
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#open();
+  }
+}
+
+/** A delay named in a 1001 reason ("retry in 5s", "retry_after_ms=5000"), or null. */
+function hintMs(reason) {
+  if (typeof reason !== 'string') return null;
+  const match = /retry\D{0,20}?(\d+(?:\.\d+)?)\s*(ms|s)?/i.exec(reason);
+  if (!match) return null;
+  const value = Number(match[1]);
+  if (!Number.isFinite(value)) return null;
+  const ms = match[2]?.toLowerCase() === 'ms' || /_ms\b/i.test(reason) ? value : value * 1000;
+  return Math.min(Math.max(ms, 0), 60_000);
+}
