@@ -5,10 +5,12 @@ use crate::auth::jwt::TokenKeys;
 use crate::auth::passwords::Passwords;
 use crate::config::Config;
 use crate::game::{RoomSettings, Rooms};
+use crate::limits::Limits;
 use crate::sessions::SessionRegistry;
 use crate::store::{self, Store};
 use crate::{bootstrap, http, ws};
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ use tokio_util::task::TaskTracker;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// How often `last_seen_at` is written back to the store.
 const LAST_SEEN_FLUSH_EVERY: Duration = Duration::from_secs(30);
+/// How often rate limiters forget clients that are back to a full allowance.
+const LIMITER_TIDY_EVERY: Duration = Duration::from_secs(60);
 /// How long a stop waits for sockets to send their 1001 and finish writing.
 const SOCKET_DRAIN_BOUND: Duration = Duration::from_secs(8);
 
@@ -33,6 +37,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub sessions: SessionRegistry,
     pub rooms: Rooms,
+    pub limits: Arc<Limits>,
     pub keys: Arc<TokenKeys>,
     pub passwords: Passwords,
     /// Socket tasks, so that a stop can wait for them.
@@ -58,6 +63,7 @@ impl App {
     /// Connects and migrates the store, loads the registry, prepares secrets and the
     /// first admin, and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        crate::telemetry::metrics::exporter();
         let store = store::connect(&config.database_url).await?;
         let secret = bootstrap::jwt_secret(&config)?;
         let keys = TokenKeys::new(
@@ -79,12 +85,14 @@ impl App {
             tick_rate: config.tick_rate,
             max_rooms: config.max_rooms,
         });
+        let limits = Arc::new(Limits::new(&config));
         let state = AppState {
             node_id,
             config: Arc::new(config),
             store,
             sessions: SessionRegistry::new(),
             rooms,
+            limits,
             keys: Arc::new(keys),
             passwords,
             socket_tasks: TaskTracker::new(),
@@ -117,6 +125,14 @@ impl App {
         let upkeep = tokio::spawn(run_upkeep(state.clone()));
         let shutdown = state.shutdown.clone();
         let service = App::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let send_buffer = state.config.tcp_send_buffer_bytes;
+        let listener = listener.tap_io(move |tcp| {
+            // Game frames are small and latency-bound: never let Nagle hold them back.
+            let _ = tcp.set_nodelay(true);
+            if let Some(bytes) = send_buffer {
+                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(bytes);
+            }
+        });
         axum::serve(listener, service)
             .with_graceful_shutdown(async move {
                 stop.await;
@@ -148,6 +164,7 @@ async fn load_registry(state: &AppState) -> anyhow::Result<()> {
 async fn run_upkeep(state: AppState) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut flush = tokio::time::interval(LAST_SEEN_FLUSH_EVERY);
+    let mut tidy = tokio::time::interval(LIMITER_TIDY_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -157,6 +174,7 @@ async fn run_upkeep(state: AppState) {
                 plan.execute(crate::revocation::CLOSE_CONFIRM_BOUND).await;
             }
             _ = flush.tick() => flush_last_seen(&state).await,
+            _ = tidy.tick() => state.limits.forget_idle(),
         }
     }
 }

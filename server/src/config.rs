@@ -42,6 +42,22 @@ pub enum UserCommand {
         #[arg(long, default_value = DEFAULT_DATABASE_URL)]
         database_url: String,
     },
+    /// Create players PREFIX1..PREFIXn sharing one password (for load tests): the
+    /// password is hashed once, so a thousand bots cost one argon2 run, not a thousand.
+    CreateMany {
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        count: u32,
+        /// The first number to use.
+        #[arg(long, default_value_t = 1)]
+        start: u32,
+        /// Read the shared password from standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long, default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
 }
 
 /// Everything `serve` needs. Each flag is also read from `TETHER_<FLAG>`.
@@ -103,9 +119,38 @@ pub struct Config {
     #[arg(long, env = "TETHER_WS_MAX_MESSAGE", default_value_t = 16 * 1024)]
     pub ws_max_message: usize,
 
+    /// Login and register attempts per client IP per minute (0: no limit).
+    #[arg(long, env = "TETHER_AUTH_PER_IP_PER_MINUTE", default_value_t = 30)]
+    pub auth_per_ip_per_minute: u32,
+
+    /// Login and register attempts per username per minute (0: no limit).
+    #[arg(long, env = "TETHER_AUTH_PER_USERNAME_PER_MINUTE", default_value_t = 10)]
+    pub auth_per_username_per_minute: u32,
+
+    /// WebSocket upgrades per client IP per minute (0: no limit; load tests want 0).
+    #[arg(long, env = "TETHER_UPGRADES_PER_IP_PER_MINUTE", default_value_t = 120)]
+    pub upgrades_per_ip_per_minute: u32,
+
+    /// Messages a socket may send per second, sustained (0: no limit).
+    #[arg(long, env = "TETHER_WS_MESSAGES_PER_SECOND", default_value_t = 30)]
+    pub ws_messages_per_second: u32,
+
+    /// Messages a socket may send in a burst above that rate.
+    #[arg(long, env = "TETHER_WS_MESSAGE_BURST", default_value_t = 60)]
+    pub ws_message_burst: u32,
+
+    /// How often the server pings a socket; one that stays silent for two intervals is dropped.
+    #[arg(long, env = "TETHER_WS_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub ws_ping_interval: Duration,
+
     /// Frames dropped in a row (its queue full) before a socket is closed as a slow consumer (1008).
     #[arg(long, env = "TETHER_WS_SLOW_CONSUMER_DROPS", default_value_t = 20)]
     pub ws_slow_consumer_drops: u32,
+
+    /// Kernel send buffer per connection, in bytes (default: the kernel's autotuning).
+    /// Smaller finds slow consumers sooner and caps what one can hold.
+    #[arg(long, env = "TETHER_TCP_SEND_BUFFER_BYTES")]
+    pub tcp_send_buffer_bytes: Option<usize>,
 
     /// Players a room holds.
     #[arg(long, env = "TETHER_ROOM_CAPACITY", default_value_t = 32)]

@@ -113,6 +113,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        if matches!(status.as_u16(), 401 | 403 | 429) {
+            crate::telemetry::metrics::auth_failure(self.code());
+        }
         let message = match &self {
             ApiError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "internal error");

@@ -5,6 +5,7 @@
 //! - [`auth`]: access tokens, refresh tokens, passwords, the session extractor.
 //! - [`sessions`]: the in-memory session registry and the sockets it can close.
 //! - [`revocation`]: persist, mark, close, then answer.
+//! - [`limits`]: rate limits per IP, per username, per socket.
 //! - [`store`]: SQLite and PostgreSQL behind one trait.
 //! - [`http`], [`ws`]: the routes; [`game`]: rooms and their tick loops.
 //! - [`bootstrap`]: the signing secret and the first admin.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod game;
 pub mod http;
+pub mod limits;
 pub mod revocation;
 pub mod sessions;
 pub mod store;

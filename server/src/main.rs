@@ -21,6 +21,9 @@ async fn main() -> anyhow::Result<()> {
         Command::User(UserCommand::Create { username, password_stdin: _, admin, database_url }) => {
             create_user(&username, admin, &database_url).await
         }
+        Command::User(UserCommand::CreateMany { prefix, count, start, password_stdin: _, database_url }) => {
+            create_many(&prefix, start, count, &database_url).await
+        }
     }
 }
 
@@ -33,15 +36,50 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_user(username: &str, admin: bool, database_url: &str) -> anyhow::Result<()> {
+/// The password on standard input, hashed with the default argon2id cost.
+async fn hashed_password_from_stdin() -> anyhow::Result<String> {
     let mut password = String::new();
     std::io::stdin().read_to_string(&mut password)?;
     let password = password.trim_end_matches(['\r', '\n']).to_owned();
     anyhow::ensure!((8..=128).contains(&password.chars().count()), "the password must have 8-128 characters");
     let defaults = Config::defaults();
-    let passwords = Passwords::new(defaults.argon2_memory_kib, defaults.argon2_iterations)?;
+    Passwords::new(defaults.argon2_memory_kib, defaults.argon2_iterations)?.hash(password).await
+}
+
+async fn create_many(prefix: &str, start: u32, count: u32, database_url: &str) -> anyhow::Result<()> {
+    let names: Vec<String> = (start..start.saturating_add(count)).map(|n| format!("{prefix}{n}")).collect();
+    let well_formed = |name: &String| {
+        (3..=32).contains(&name.len())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    anyhow::ensure!(
+        names.iter().all(well_formed),
+        "names PREFIX<n> must be 3-32 characters of A-Z a-z 0-9 _ -"
+    );
+    let hash = hashed_password_from_stdin().await?;
     let store = store::connect(database_url).await?;
-    let hash = passwords.hash(password).await?;
+    let now = store::now();
+    let mut created = 0;
+    for chunk in names.chunks(1000) {
+        let users: Vec<NewUser<'_>> = chunk
+            .iter()
+            .map(|name| NewUser {
+                id: uuid::Uuid::new_v4(),
+                username: name,
+                password_hash: &hash,
+                role: Role::Player.as_str(),
+                created_at: now,
+            })
+            .collect();
+        created += store.create_users(&users).await?;
+    }
+    println!("created {created} players ({} names were taken)", names.len() as u64 - created);
+    Ok(())
+}
+
+async fn create_user(username: &str, admin: bool, database_url: &str) -> anyhow::Result<()> {
+    let hash = hashed_password_from_stdin().await?;
+    let store = store::connect(database_url).await?;
     let role = if admin { Role::Admin } else { Role::Player };
     let created = store
         .create_user(NewUser {

@@ -4,7 +4,8 @@
 use crate::app::AppState;
 use crate::sessions::RevokeKind;
 use crate::store::{self, RevocationRecord, RevokeScope};
-use std::time::Duration;
+use crate::telemetry::metrics;
+use std::time::{Duration, Instant};
 use tether_shared::api::RevokeResponse;
 
 /// Socket tasks write a close frame or abort without waiting on the peer, so this
@@ -20,10 +21,15 @@ pub async fn revoke(
     kind: RevokeKind,
     reason: Option<&str>,
 ) -> anyhow::Result<RevokeResponse> {
+    let started = Instant::now();
     let revocation = RevocationRecord { at: store::now(), kind: kind.as_str(), reason };
     let records = state.store.revoke_sessions(scope, revocation).await?;
     let plan = state.sessions.revoke(&records);
     let sockets_closed = plan.execute(CLOSE_CONFIRM_BOUND).await;
+    metrics::revoked(kind, records.len() as u64);
+    if sockets_closed > 0 {
+        metrics::revoke_to_close(started.elapsed());
+    }
     tracing::info!(kind = kind.as_str(), sessions = records.len(), sockets_closed, "sessions revoked");
     Ok(RevokeResponse { sessions_revoked: records.len() as u64, sockets_closed })
 }

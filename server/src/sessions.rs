@@ -281,6 +281,14 @@ impl ClosePlan {
     }
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Census {
+    pub sockets_open: usize,
+    pub sessions_active: usize,
+    /// Revoked sessions that still have a socket registered: must always be 0.
+    pub revoked_still_connected: usize,
+}
+
 /// The registry; cheap to clone, every clone is the same registry.
 #[derive(Clone, Default)]
 pub struct SessionRegistry {
@@ -373,6 +381,23 @@ impl SessionRegistry {
             !(ended_at < forget_before && state.sockets.is_empty())
         });
         plan
+    }
+
+    /// Counts for the metrics, taken at scrape time.
+    pub fn census(&self, now: OffsetDateTime) -> Census {
+        let mut census = Census::default();
+        for entry in self.sessions.iter() {
+            let state = entry.lock();
+            census.sockets_open += state.sockets.len();
+            match entry.problem_at(&state, now) {
+                None => census.sessions_active += 1,
+                Some(SessionProblem::Revoked(_)) if !state.sockets.is_empty() => {
+                    census.revoked_still_connected += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        census
     }
 
     /// `last_seen_at` values that changed since the last call, for the store.

@@ -32,6 +32,17 @@ async fn login(base: &str, username: &str, password: &str) -> reqwest::Response 
         .unwrap()
 }
 
+/// A socket to a server process, `welcome` read.
+async fn connect(addr: &str, token: &str) -> WsClient {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = WsClient { stream, protocol: None };
+    assert_eq!(socket.next_json().await["type"], "welcome");
+    socket
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -56,7 +67,14 @@ async fn a_fresh_serve_creates_its_secret_and_a_first_admin_who_can_log_in() {
     for line in server.logs() {
         assert!(!line.to_string().contains(token), "a token reached the log: {line}");
     }
-    assert!(server.terminate(Duration::from_secs(10)).success(), "SIGTERM exits 0");
+    let mut socket = connect(&server.addr, token).await;
+    let stopped_at = std::time::Instant::now();
+    let status = server.terminate(Duration::from_secs(10));
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    assert!(stopped_at.elapsed() < Duration::from_secs(10));
+    let closed = socket.next_close().await;
+    assert_eq!(closed.code, 1001, "open sockets are told the server is going away");
+    assert!(closed.reason.starts_with("server shutting down: reconnect in "), "{}", closed.reason);
 
     // A second start keeps the secret and does not make another admin.
     let mut again = ServerProcess::start(&["--bind", "127.0.0.1:0", "--database-url", &url]);
@@ -83,6 +101,39 @@ async fn migrate_and_user_create_prepare_a_database_that_serve_uses() {
     let body: Value = login(&server.base(), "boss", "boss password").await.json().await.unwrap();
     assert_eq!(body["user"]["role"], "admin");
     assert!(!dir.path().join("tether.db.admin-password").exists(), "an admin existed: none was generated");
+}
+
+#[tokio::test]
+async fn create_many_makes_bots_that_share_one_password_hashed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let create = |count: &str| {
+        let args = [
+            "user",
+            "create-many",
+            "--prefix",
+            "bot",
+            "--count",
+            count,
+            "--password-stdin",
+            "--database-url",
+            &url,
+        ];
+        let mut child = tether(&args).stdin(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"bot password\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let first = create("300");
+    assert!(first.status.success(), "{first:?}");
+    assert!(String::from_utf8_lossy(&first.stdout).contains("created 300 players"));
+    let second = create("310");
+    assert!(String::from_utf8_lossy(&second.stdout).contains("created 10 players (300 names were taken)"));
+
+    let server = ServerProcess::start(&["--bind", "127.0.0.1:0", "--database-url", &url]);
+    for bot in ["bot1", "bot299", "bot310"] {
+        let body: Value = login(&server.base(), bot, "bot password").await.json().await.unwrap();
+        assert_eq!(body["user"]["role"], "player", "{bot}: {body}");
+    }
 }
 
 #[tokio::test]

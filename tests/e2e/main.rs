@@ -33,6 +33,7 @@ mod auth;
 mod browser;
 mod cli;
 mod game;
+mod limits;
 mod persistence;
 mod refresh;
 mod sockets;

@@ -122,6 +122,11 @@ pub fn test_config(db: &TestDb) -> Config {
     config.jwt_secret_file = Some(secret_file);
     config.argon2_memory_kib = 8;
     config.argon2_iterations = 1;
+    // Every test client comes from 127.0.0.1: the rate-limit tests turn limits on.
+    config.auth_per_ip_per_minute = 0;
+    config.auth_per_username_per_minute = 0;
+    config.upgrades_per_ip_per_minute = 0;
+    config.ws_messages_per_second = 0;
     config
 }
 
@@ -244,24 +249,55 @@ impl TestApp {
         self.login(&username).await
     }
 
-    /// Creates an admin straight in the store (as `tether user create --admin` does)
-    /// and logs it in.
-    pub async fn new_admin(&self) -> Login {
-        let username = unique_name("a");
+    /// Creates a user straight in the store, without a login or any rate-limited call.
+    pub async fn create_user(&self, username: &str, role: &str) {
         let hash = self.state.passwords.hash(PASSWORD.to_owned()).await.unwrap();
         let created = self
             .state
             .store
             .create_user(tether::store::NewUser {
                 id: uuid::Uuid::new_v4(),
-                username: &username,
+                username,
                 password_hash: &hash,
-                role: "admin",
+                role,
                 created_at: tether::store::now(),
             })
             .await
             .unwrap();
         assert!(matches!(created, tether::store::CreateUser::Created));
+    }
+
+    /// Open sockets of a session on this server, as its registry counts them.
+    pub fn open_sockets(&self, session_id: &str) -> usize {
+        let id: tether_shared::SessionId = session_id.parse().unwrap();
+        self.state.sessions.get(id).map_or(0, |entry| entry.open_sockets())
+    }
+
+    /// A socket over a TCP connection with a tiny receive buffer, for a client that
+    /// falls behind quickly; `welcome` already read.
+    pub async fn slow_reader_ws(&self, token: &str) -> WsClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(self.addr).await.unwrap();
+        let mut request = self.ws_url().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        let (stream, _) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)))
+                .await
+                .expect("the upgrade answers in time")
+                .expect("the upgrade succeeds");
+        let mut ws = WsClient { stream, protocol: None };
+        assert_eq!(ws.next_json().await["type"], "welcome");
+        ws
+    }
+
+    /// Creates an admin straight in the store (as `tether user create --admin` does)
+    /// and logs it in.
+    pub async fn new_admin(&self) -> Login {
+        let username = unique_name("a");
+        self.create_user(&username, "admin").await;
         self.login(&username).await
     }
 

@@ -38,6 +38,15 @@ impl AuthFailure {
         }
     }
 
+    /// The `reason` label of `tether_auth_failures_total`, as the HTTP error code.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            AuthFailure::InvalidToken | AuthFailure::Session(SessionProblem::Unknown) => "invalid_token",
+            AuthFailure::Session(SessionProblem::Revoked(_)) => "session_revoked",
+            AuthFailure::Session(SessionProblem::Expired) => "session_expired",
+        }
+    }
+
     pub fn close_reason(&self) -> String {
         match self {
             AuthFailure::InvalidToken => close::reason("invalid token", Some("refresh and reconnect")),

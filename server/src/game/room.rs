@@ -3,6 +3,7 @@
 
 use super::world::World;
 use super::{NewMember, RoomSettings};
+use crate::limits::TokenBucket;
 use crate::ws::outbox::{Outbox, frame};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// Longest chat line, in characters.
 pub const CHAT_MAX_CHARS: usize = 200;
 /// Chat lines a player may send at once, and how fast that allowance comes back.
-const CHAT_BURST: f32 = 5.0;
+const CHAT_BURST: u32 = 5;
 const CHAT_REFILL_PER_SEC: f32 = 0.5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -96,7 +97,7 @@ impl RoomHandle {
 struct Member {
     name: Arc<str>,
     outbox: Arc<Outbox>,
-    chat: ChatAllowance,
+    chat: TokenBucket,
 }
 
 struct Room {
@@ -173,7 +174,11 @@ impl Room {
         self.world.add_player(member.player);
         self.members.insert(
             member.player,
-            Member { name: member.name, outbox: member.outbox.clone(), chat: ChatAllowance::full() },
+            Member {
+                name: member.name,
+                outbox: member.outbox.clone(),
+                chat: TokenBucket::new(CHAT_BURST, CHAT_REFILL_PER_SEC),
+            },
         );
         member.outbox.push_message(&ServerMessage::Joined {
             room: self.name.to_string(),
@@ -215,6 +220,7 @@ impl Room {
     }
 
     fn tick(&mut self) {
+        let started = std::time::Instant::now();
         self.world.advance();
         let snapshot = frame(&ServerMessage::Snapshot {
             tick: self.world.tick(),
@@ -224,6 +230,7 @@ impl Room {
         for member in self.members.values() {
             member.outbox.push(snapshot.clone());
         }
+        crate::telemetry::metrics::tick(started.elapsed());
     }
 
     /// One serialization, the same bytes to every member.
@@ -239,31 +246,6 @@ impl Room {
             self.members.iter().map(|(&id, m)| PlayerInfo { id, name: m.name.to_string() }).collect();
         players.sort_by_key(|p| p.id);
         players
-    }
-}
-
-/// A token bucket for chat lines.
-struct ChatAllowance {
-    tokens: f32,
-    refilled_at: Instant,
-}
-
-impl ChatAllowance {
-    fn full() -> ChatAllowance {
-        ChatAllowance { tokens: CHAT_BURST, refilled_at: Instant::now() }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let earned = now.duration_since(self.refilled_at).as_secs_f32() * CHAT_REFILL_PER_SEC;
-        self.tokens = (self.tokens + earned).min(CHAT_BURST);
-        self.refilled_at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
 

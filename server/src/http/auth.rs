@@ -35,8 +35,10 @@ const MAX_USER_AGENT_CHARS: usize = 256;
 
 async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(request): ApiJson<CredentialsRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
+    state.limits.auth(peer.ip(), &request.username)?;
     validate_username(&request.username)?;
     validate_password(&request.password)?;
     let hash = state.passwords.hash(request.password).await?;
@@ -67,6 +69,7 @@ async fn login(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CredentialsRequest>,
 ) -> ApiResult<Response> {
+    state.limits.auth(peer.ip(), &request.username)?;
     // Longer than any valid password: refuse without spending argon2 time on it.
     if request.password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(ApiError::InvalidCredentials);

@@ -5,6 +5,7 @@ mod account;
 mod admin;
 mod auth;
 mod health;
+mod metrics;
 mod pages;
 
 use crate::app::AppState;
@@ -26,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .merge(account::router())
         .merge(admin::router())
         .merge(health::router())
+        .merge(metrics::router())
         .merge(pages::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -35,6 +37,7 @@ pub fn router() -> Router<AppState> {
 pub fn with_layers(router: Router) -> Router {
     router
         .layer(middleware::map_response(errors_in_contract_format))
+        .layer(middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // The span is built from the path alone: a query may hold `access_token`,
         // which must never reach a log line.

@@ -125,6 +125,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_user(&self, user: NewUser<'_>) -> anyhow::Result<CreateUser>;
 
+    /// Creates many users in one transaction, skipping taken names; returns how many were created.
+    async fn create_users(&self, users: &[NewUser<'_>]) -> anyhow::Result<u64>;
+
     /// Creates the user only while no admin exists; false when one does (or the name is taken).
     async fn create_first_admin(&self, user: NewUser<'_>) -> anyhow::Result<bool>;
 

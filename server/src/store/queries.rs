@@ -9,6 +9,9 @@ pub(super) const PING: &str = "SELECT 1";
 pub(super) const INSERT_USER: &str =
     "INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)";
 
+pub(super) const INSERT_USER_IF_FREE: &str = "INSERT INTO users (id, username, password_hash, role, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+
 pub(super) const INSERT_FIRST_ADMIN: &str = "INSERT INTO users (id, username, password_hash, role, created_at) \
      SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM users WHERE role = 'admin')";
 
@@ -123,6 +126,24 @@ macro_rules! impl_store_over_pool {
                     }
                     Err(e) => Err(e.into()),
                 }
+            }
+
+            async fn create_users(&self, users: &[$crate::store::NewUser<'_>]) -> anyhow::Result<u64> {
+                let mut tx = self.pool.begin().await?;
+                let mut created = 0;
+                for user in users {
+                    created += sqlx::query($crate::store::queries::INSERT_USER_IF_FREE)
+                        .bind(user.id)
+                        .bind(user.username)
+                        .bind(user.password_hash)
+                        .bind(user.role)
+                        .bind(user.created_at)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(created)
             }
 
             async fn create_first_admin(&self, user: $crate::store::NewUser<'_>) -> anyhow::Result<bool> {

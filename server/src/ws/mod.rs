@@ -8,12 +8,13 @@ use crate::app::AppState;
 use crate::auth::extract::{AuthFailure, AuthSession, UpgradeToken, WS_PROTOCOL};
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::http::header::{HOST, ORIGIN};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::net::SocketAddr;
 use tracing::Instrument as _;
 
 /// Read buffer per socket. Game frames are small; tungstenite's default (128 KiB,
@@ -26,12 +27,16 @@ pub fn router() -> Router<AppState> {
 
 async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
     headers: HeaderMap,
     auth: Result<AuthSession<UpgradeToken>, AuthFailure>,
 ) -> Response {
     if !origin_allowed(&headers, &state.config.allowed_origins) {
         return ApiError::Forbidden.into_response();
+    }
+    if let Err(limited) = state.limits.upgrade(peer.ip()) {
+        return limited.into_response();
     }
     let max_message = state.config.ws_max_message;
     let upgrade = upgrade
@@ -44,7 +49,8 @@ async fn upgrade(
     let task = state.socket_tasks.token();
     match auth {
         Ok(auth) => {
-            let span = tracing::info_span!("socket", sid = %auth.claims.sid);
+            let request_id = headers.get("x-request-id").and_then(|id| id.to_str().ok()).unwrap_or_default();
+            let span = tracing::info_span!("socket", sid = %auth.claims.sid, request_id = %request_id);
             upgrade.on_upgrade(move |ws| {
                 async move {
                     socket::run(ws, auth, state).await;
@@ -57,6 +63,7 @@ async fn upgrade(
         // given as a close code right after the handshake; nothing it sends is read.
         Err(failure) => upgrade.on_upgrade(move |ws| async move {
             tracing::debug!(code = failure.close_code(), "upgrade refused after handshake");
+            crate::telemetry::metrics::auth_failure(failure.metric_reason());
             socket::refuse(ws, failure.close_code(), &failure.close_reason()).await;
             drop(task);
         }),

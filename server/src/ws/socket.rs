@@ -1,8 +1,8 @@
 //! One socket's task, from `welcome` to its close frame.
 //!
 //! It `select!`s, in this priority, over its session's close order, the server's
-//! shutdown, its slow-consumer signal, its bounded outbound queue, and inbound
-//! frames. A close order also cuts into a write in progress, so a close frame is
+//! shutdown, its slow-consumer signal, its bounded outbound queue, its ping timer,
+//! and inbound frames. A close order also cuts into a write in progress, so a close frame is
 //! never stuck behind queued traffic; a connection that cannot take the close frame
 //! at once is aborted instead of waited on.
 
@@ -10,10 +10,13 @@ use super::outbox::{Outbox, frame};
 use crate::app::AppState;
 use crate::auth::extract::{AuthSession, UpgradeToken};
 use crate::game::{CHAT_MAX_CHARS, JoinError, LOBBY, NewMember, RoomHandle};
+use crate::limits::TokenBucket;
 use crate::sessions::CloseOrder;
 use crate::store;
+use crate::telemetry::metrics;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{FutureExt as _, SinkExt as _};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tether_shared::api::UserView;
@@ -23,18 +26,23 @@ use tether_shared::ws::{
     BAD_MESSAGE, BadMessage, ClientMessage, NOT_IN_ROOM, ROOM_FULL, ROOM_UNAVAILABLE, ServerMessage,
     pong_frame,
 };
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// How long a closing socket waits for the peer's close reply before dropping it.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
-/// How long a shutdown or a refused upgrade may wait to write its close frame.
+/// How long a close of the server's own (shutdown, policy, a refused upgrade) may
+/// wait to be written; a revocation's close never waits.
 const CLOSE_WRITE_PATIENCE: Duration = Duration::from_secs(2);
+/// A single frame that cannot be written for this long marks its reader as slow.
+const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// How a socket's loop ended.
 enum SocketEnd {
     /// The session was revoked or ended: close with its code, then confirm.
     Ordered(CloseOrder),
     /// The server ends it for its own reason.
-    Close(u16, &'static str),
+    Close(u16, Cow<'static, str>),
     /// The peer sent its close; tungstenite has queued the reply.
     PeerClosed,
     /// The connection is gone.
@@ -70,32 +78,47 @@ pub(super) async fn run(mut socket: WebSocket, auth: AuthSession<UpgradeToken>, 
         max_bad_frames: config.ws_max_bad_frames,
     };
 
+    let mut allowance = (config.ws_messages_per_second > 0)
+        .then(|| TokenBucket::new(config.ws_message_burst.max(1), config.ws_messages_per_second as f32));
+    let ping_every = config.ws_ping_interval;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut heard_at = Instant::now();
+
     let end = loop {
-        tokio::select! {
+        let outcome = tokio::select! {
             biased;
-            order = &mut close_order => break order.map_or(SocketEnd::Gone, SocketEnd::Ordered),
-            _ = state.shutdown.cancelled() => break SocketEnd::Close(close::GOING_AWAY, "server shutting down"),
-            _ = outbox.too_slow() => break SocketEnd::Close(close::POLICY, "slow consumer"),
-            Some(frame) = queued.recv() => {
-                tokio::select! {
-                    biased;
-                    order = &mut close_order => break order.map_or(SocketEnd::Gone, SocketEnd::Ordered),
-                    sent = socket.send(Message::Text(frame)) => if sent.is_err() { break SocketEnd::Gone },
+            order = &mut close_order => Err(order.map_or(SocketEnd::Gone, SocketEnd::Ordered)),
+            _ = state.shutdown.cancelled() => Err(SocketEnd::Close(close::GOING_AWAY, shutdown_reason())),
+            _ = outbox.too_slow() => Err(SocketEnd::Close(close::POLICY, "slow consumer".into())),
+            Some(frame) = queued.recv() => send_unless_closed(&mut socket, &mut close_order, &outbox, Message::Text(frame)).await,
+            _ = ping.tick() => {
+                if heard_at.elapsed() > ping_every * 2 {
+                    // A dead peer: there is no one to send a close frame to.
+                    tracing::debug!("no frame from the peer in two ping intervals; dropping it");
+                    Err(SocketEnd::Gone)
+                } else {
+                    send_unless_closed(&mut socket, &mut close_order, &outbox, Message::Ping(Default::default())).await
                 }
             }
             incoming = socket.recv() => {
-                let outcome = match incoming {
-                    Some(Ok(Message::Text(text))) => player.handle(&text, &state).await,
-                    Some(Ok(Message::Binary(_))) => player.bad(BadMessage("binary frames are not used: send JSON text")),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                    Some(Ok(Message::Close(_))) => Err(SocketEnd::PeerClosed),
-                    Some(Err(error)) if is_too_big(&error) => Err(SocketEnd::Close(close::TOO_BIG, "message too big")),
-                    Some(Err(_)) | None => Err(SocketEnd::Gone),
-                };
-                if let Err(end) = outcome {
-                    break end;
+                heard_at = Instant::now();
+                let is_data = matches!(incoming, Some(Ok(Message::Text(_) | Message::Binary(_))));
+                if is_data && allowance.as_mut().is_some_and(|allowance| !allowance.take()) {
+                    Err(SocketEnd::Close(close::POLICY, "message rate exceeded".into()))
+                } else {
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => player.handle(&text, &state).await,
+                        Some(Ok(Message::Binary(_))) => player.bad(BadMessage("binary frames are not used: send JSON text")),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                        Some(Ok(Message::Close(_))) => Err(SocketEnd::PeerClosed),
+                        Some(Err(error)) if is_too_big(&error) => Err(SocketEnd::Close(close::TOO_BIG, "message too big".into())),
+                        Some(Err(_)) | None => Err(SocketEnd::Gone),
+                    }
                 }
             }
+        };
+        if let Err(end) = outcome {
+            break end;
         }
     };
     if let Some(room) = player.room.take() {
@@ -185,7 +208,7 @@ impl Player {
     fn bad(&mut self, bad: BadMessage) -> Result<(), SocketEnd> {
         self.bad_frames += 1;
         if self.bad_frames > self.max_bad_frames {
-            return Err(SocketEnd::Close(close::POLICY, "too many bad frames"));
+            return Err(SocketEnd::Close(close::POLICY, "too many bad frames".into()));
         }
         self.error(BAD_MESSAGE, bad.0);
         Ok(())
@@ -194,6 +217,34 @@ impl Player {
     fn error(&self, code: &str, message: &str) {
         self.outbox.push(frame(&ServerMessage::Error { code: code.to_owned(), message: message.to_owned() }));
     }
+}
+
+/// Writes a frame, unless a close order arrives first: then the write is abandoned
+/// (tungstenite keeps any part already buffered whole) and the close goes next. A
+/// peer that stops reading would hold this write forever: the room's drops mark it
+/// slow meanwhile, and a write stalled past [`WRITE_STALL_LIMIT`] is slow too.
+async fn send_unless_closed(
+    socket: &mut WebSocket,
+    close_order: &mut oneshot::Receiver<CloseOrder>,
+    outbox: &Outbox,
+    message: Message,
+) -> Result<(), SocketEnd> {
+    tokio::select! {
+        biased;
+        order = close_order => Err(order.map_or(SocketEnd::Gone, SocketEnd::Ordered)),
+        _ = outbox.too_slow() => Err(SocketEnd::Close(close::POLICY, "slow consumer".into())),
+        sent = tokio::time::timeout(WRITE_STALL_LIMIT, socket.send(message)) => match sent {
+            Ok(sent) => sent.map_err(|_| SocketEnd::Gone),
+            Err(_) => Err(SocketEnd::Close(close::POLICY, "slow consumer".into())),
+        },
+    }
+}
+
+/// 1001's reason carries a jittered reconnect hint, so that the clients of a
+/// restarting node do not all come back in the same instant.
+fn shutdown_reason() -> Cow<'static, str> {
+    let seconds: f32 = rand::random_range(1.0..5.0);
+    format!("server shutting down: reconnect in {seconds:.1}s").into()
 }
 
 async fn finish(mut socket: WebSocket, end: SocketEnd) {
@@ -211,8 +262,7 @@ async fn finish(mut socket: WebSocket, end: SocketEnd) {
             written
         }
         SocketEnd::Close(code, reason) => {
-            let patience = (code == close::GOING_AWAY).then_some(CLOSE_WRITE_PATIENCE);
-            write_close(&mut socket, code, reason, patience).await
+            write_close(&mut socket, code, &reason, Some(CLOSE_WRITE_PATIENCE)).await
         }
     };
     if written {
@@ -228,7 +278,13 @@ async fn write_close(socket: &mut WebSocket, code: u16, reason: &str, patience: 
         None => socket.send(frame).now_or_never(),
         Some(patience) => tokio::time::timeout(patience, socket.send(frame)).await.ok(),
     };
-    matches!(sent, Some(Ok(())))
+    let written = matches!(sent, Some(Ok(())));
+    if written {
+        metrics::close_sent(code);
+    } else {
+        metrics::socket_aborted();
+    }
+    written
 }
 
 /// Reads (and ignores) until the peer answers the close or the linger ends, so the

@@ -1,4 +1,7 @@
-//! Logging: human text or JSON lines, filtered by `RUST_LOG`.
+//! Observability: logs (human text or JSON lines, filtered by `RUST_LOG`) here,
+//! Prometheus metrics in [`metrics`].
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,0 +1,69 @@
+//! Prometheus metrics: every name in one place, the exporter installed once per
+//! process, and the gauges read off the session registry at scrape time (so they
+//! are exact, and nothing on the hot path maintains them).
+
+use crate::app::AppState;
+use crate::sessions::RevokeKind;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Seconds, from half a millisecond (a close on loopback) to five seconds.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// The process's exporter; several apps in one process (tests) share it.
+pub fn exporter() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("the buckets are not empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed")
+    })
+}
+
+/// The text a `/metrics` scrape answers.
+pub fn render(state: &AppState) -> String {
+    let census = state.sessions.census(crate::store::now());
+    gauge!("tether_sockets_open").set(census.sockets_open as f64);
+    gauge!("tether_sessions_active").set(census.sessions_active as f64);
+    // Must stay 0: a revoked session whose socket is still registered.
+    gauge!("tether_sessions_revoked_still_connected").set(census.revoked_still_connected as f64);
+    gauge!("tether_rooms").set(state.rooms.len() as f64);
+    exporter().render()
+}
+
+pub fn revoked(kind: RevokeKind, sessions: u64) {
+    counter!("tether_revocations_total", "kind" => kind.as_str()).increment(sessions);
+}
+
+/// From a revoking call's start until every affected socket had its close frame.
+pub fn revoke_to_close(elapsed: Duration) {
+    histogram!("tether_revoke_to_close_seconds").record(elapsed.as_secs_f64());
+}
+
+pub fn auth_failure(reason: &'static str) {
+    counter!("tether_auth_failures_total", "reason" => reason).increment(1);
+}
+
+pub fn close_sent(code: u16) {
+    counter!("tether_close_codes_total", "code" => code.to_string()).increment(1);
+}
+
+/// A socket dropped because it could not take its close frame at once.
+pub fn socket_aborted() {
+    counter!("tether_sockets_aborted_total").increment(1);
+}
+
+pub fn http_request(route: String, method: &str, status: u16, elapsed: Duration) {
+    let labels = [("route", route), ("method", method.to_owned()), ("status", status.to_string())];
+    histogram!("tether_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+}
+
+/// One room tick: simulation, serialization and fan-out.
+pub fn tick(elapsed: Duration) {
+    histogram!("tether_tick_duration_seconds").record(elapsed.as_secs_f64());
+}
