@@ -10,7 +10,8 @@
 // #sessions #overlay (data-code = the close code).
 // window.tetherDebug (read-only, a fresh frozen object on each read):
 //   { connected, state, user, sessionId, you, room, players: {id: {x, y, name, score, ack}},
-//     predicted: {x, y} | null, pendingInputs, lastSnapshotTick, latencyMs }
+//     predicted: {x, y} | null, pendingInputs, corrections (snapshots that moved the
+//     prediction by more than half a unit), items: [{id, x, y}], lastSnapshotTick, latencyMs }
 
 import { TetherClient, TetherError } from './tether-client.js';
 
@@ -27,6 +28,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   status: $('status'),
   latency: $('latency'),
+  reconnect: $('reconnect'),
   whoami: $('whoami'),
   logout: $('logout'),
   logoutAll: $('logout-all'),
@@ -60,7 +62,7 @@ const ui = {
 };
 const ctx = ui.canvas.getContext('2d');
 
-const client = new TetherClient();
+const client = new TetherClient({ pingEveryMs: PING_EVERY_MS });
 
 // ------------------------------------------------------------------ game state
 
@@ -82,6 +84,9 @@ const game = {
   latencyMs: null,
   scoreSignature: '',
   inGame: false,
+  leaving: null, // { room, until }: switching rooms, the old one's `left` not yet seen
+  connectionLost: false, // said so in the chat log; say "Reconnected." on the next welcome
+  corrections: 0, // snapshots that moved the prediction by more than half a unit
 };
 const keys = new Set();
 
@@ -104,6 +109,8 @@ function debugState() {
     players: Object.freeze(players),
     predicted: game.predicted ? Object.freeze({ ...game.predicted }) : null,
     pendingInputs: game.pending.length,
+    corrections: game.corrections,
+    items: Object.freeze((game.latest?.items ?? []).map((item) => Object.freeze({ ...item }))),
     lastSnapshotTick: game.latest?.tick ?? null,
     latencyMs: game.latencyMs,
   });
@@ -192,6 +199,8 @@ client.on('state', ({ state, delayMs, code }) => {
   }[state];
   ui.status.textContent = text ?? state;
   ui.status.dataset.state = state;
+  // A close the client does not retry (1000, 1008, 1009, an unknown code): offer a retry.
+  ui.reconnect.hidden = !(state === 'disconnected' && game.inGame && client.loggedIn);
   if (state !== 'connected') {
     resetRoom();
     ui.latency.textContent = '';
@@ -200,15 +209,20 @@ client.on('state', ({ state, delayMs, code }) => {
 });
 
 client.on('welcome', (message) => {
+  if (game.connectionLost) systemLine('Reconnected.');
+  game.connectionLost = false;
   game.sessionId = message.session_id;
   game.seq = 0;
   game.pending = [];
   client.join(game.desiredRoom);
-  client.ping(performance.now());
 });
 
 client.on('joined', (message) => {
+  // The server enters the new room before it leaves the old one: until the old room's
+  // `left` arrives, snapshots may still come from it (they carry no room name).
+  const previous = game.room;
   resetRoom();
+  game.leaving = previous && previous !== message.room ? { room: previous, until: performance.now() + 1_000 } : null;
   game.room = message.room;
   game.desiredRoom = message.room;
   game.you = message.you;
@@ -227,7 +241,13 @@ client.on('joined', (message) => {
 });
 
 client.on('left', (message) => {
-  resetRoom();
+  if (game.leaving && message.room === game.leaving.room) {
+    game.leaving = null; // the switch to the new room is complete
+  } else if (message.room === game.room) {
+    resetRoom();
+  } else {
+    return;
+  }
   systemLine(`You left ${message.room}.`);
 });
 
@@ -246,8 +266,18 @@ client.on('presence', (message) => {
 
 client.on('snapshot', (message) => {
   if (!game.room) return;
-  if (game.latest && message.tick <= game.latest.tick) return; // late or repeated
   const now = performance.now();
+  if (game.leaving) {
+    if (now < game.leaving.until) return; // possibly the old room's
+    game.leaving = null;
+  }
+  if (game.latest && message.tick <= game.latest.tick) {
+    if (game.latest.tick - message.tick < 40) return; // late or repeated
+    // Far behind: another timeline (a new room); start over.
+    game.snapshots = [];
+    game.latest = null;
+    game.tickOffset = null;
+  }
   const tickMs = 1000 / game.world.tick_rate;
   // Map server ticks onto this page's clock: the earliest arrival is the best guess of
   // when a tick happened; drift up slowly, and start over after a long gap.
@@ -272,6 +302,8 @@ client.on('snapshot', (message) => {
     game.pending = game.pending.filter((input) => input.seq > me.ack);
     let position = { x: me.x, y: me.y };
     for (const input of game.pending) position = step(position, input.dx, input.dy, game.world);
+    const before = game.predicted;
+    if (before && Math.hypot(before.x - position.x, before.y - position.y) > 0.5) game.corrections += 1;
     game.predicted = position;
     if (!game.drawnSelf) game.drawnSelf = { ...position };
   }
@@ -281,11 +313,9 @@ client.on('snapshot', (message) => {
   renderScoreboard();
 });
 
-client.on('pong', (message) => {
-  if (typeof message.t !== 'number') return;
-  const rtt = performance.now() - message.t;
-  if (rtt < 0 || rtt > 60_000) return;
-  game.latencyMs = game.latencyMs === null ? rtt : game.latencyMs * 0.7 + rtt * 0.3;
+client.on('latency', ({ rttMs }) => {
+  if (!(rttMs >= 0 && rttMs < 60_000)) return;
+  game.latencyMs = game.latencyMs === null ? rttMs : game.latencyMs * 0.7 + rttMs * 0.3;
   ui.latency.textContent = `${Math.round(game.latencyMs)} ms`;
 });
 
@@ -308,18 +338,23 @@ client.on('chat', (message) => {
 
 client.on('error', (message) => {
   const text = `${message.message || message.code}`;
-  if (message.code === 'room_full') showRoomMessage(`That room is full: ${text}`);
+  if (message.code === 'room_full') showRoomMessage('That room is full; you stayed where you were.');
   else if (message.code === 'not_in_room') showRoomMessage(text);
   problemLine(message.code === 'rate_limited' ? `Slow down: ${text}` : `Server: ${text}`);
 });
 
-client.on('close', ({ code, reason, willReconnect, delayMs }) => {
-  if (!game.inGame || code === 1000) return;
-  if (willReconnect && code !== 4401) {
-    systemLine(`Connection lost (${code}${reason ? `: ${reason}` : ''}); reconnecting in ${(delayMs / 1000).toFixed(1)} s.`);
-  } else if (!willReconnect && (code === 1008 || code === 1009 || code >= 2000) && !(code >= 4001 && code <= 4005)) {
-    problemLine(`Disconnected (${code}${reason ? `: ${reason}` : ''}). Reload the page to play again.`);
+client.on('close', ({ code, reason, willReconnect }) => {
+  if (!game.inGame) return;
+  const what = `${code}${reason ? `: ${reason}` : ''}`;
+  if (willReconnect) {
+    if (code !== 4401 && !game.connectionLost) {
+      game.connectionLost = true;
+      systemLine(`Connection lost (${what}); reconnecting…`);
+    }
+    return;
   }
+  if ((code >= 4001 && code <= 4005) || code === 4401) return; // the overlay or the form says it
+  problemLine(`Disconnected (${what}). Use Reconnect at the top to play again.`);
 });
 
 client.on('terminal', ({ code, reason, text }) => {
@@ -351,7 +386,14 @@ async function boot() {
     if (user) enterGame();
     else showAuth('');
   } catch (error) {
-    showAuth(`Could not resume your session: ${errorText(error)}`);
+    const code = error instanceof TetherError ? error.code : null;
+    if (code === 'session_revoked' || code === 'session_expired') {
+      showAuth(`Your last session has ended (${error.message}). Log in again.`, 'info');
+    } else if (code === 'banned') {
+      showAuth(errorText(error));
+    } else {
+      showAuth(`Could not resume your session: ${errorText(error)}`);
+    }
   }
 }
 
@@ -390,6 +432,9 @@ function leaveGame(message, kind = 'error') {
   ui.logoutAll.hidden = true;
   ui.whoami.hidden = true;
   hideOverlay();
+  ui.status.textContent = 'offline';
+  ui.status.dataset.state = 'idle';
+  ui.reconnect.hidden = true;
   showAuth(message, kind);
 }
 
@@ -402,6 +447,7 @@ function showWhoami(user) {
 
 function resetRoom() {
   game.room = null;
+  game.leaving = null;
   game.you = null;
   game.names.clear();
   game.snapshots = [];
@@ -486,9 +532,14 @@ ui.roomForm.addEventListener('submit', (event) => {
     return;
   }
   if (room === game.room) return showRoomMessage(`You are already in ${room}.`, 'info');
-  game.desiredRoom = room;
-  if (!client.join(room)) showRoomMessage('Not connected; you will join it once connected.', 'info');
-  else showRoomMessage(`Joining ${room}…`, 'info');
+  // desiredRoom follows `joined`, so that a full room does not stick; offline, the
+  // next welcome joins it.
+  if (client.join(room)) {
+    showRoomMessage(`Joining ${room}…`, 'info');
+  } else {
+    game.desiredRoom = room;
+    showRoomMessage(`Not connected; you will join ${room} once connected.`, 'info');
+  }
   ui.roomInput.value = '';
   ui.canvas.focus();
 });
@@ -501,6 +552,11 @@ ui.chatForm.addEventListener('submit', (event) => {
   if (!game.room) return problemLine('Join a room to chat.');
   if (client.chat(text)) ui.chatInput.value = '';
   else problemLine('Not connected.');
+});
+
+ui.reconnect.addEventListener('click', () => {
+  ui.reconnect.hidden = true;
+  if (client.loggedIn) client.connect();
 });
 
 ui.overlayLogin.addEventListener('click', () => {
@@ -537,7 +593,7 @@ async function loadSessions() {
   try {
     const sessions = await client.listSessions();
     renderSessions(sessions);
-    setMessage(ui.sessionsMessage, '');
+    if (ui.sessionsMessage.dataset.kind === 'error') setMessage(ui.sessionsMessage, '');
   } catch (error) {
     if (game.inGame) setMessage(ui.sessionsMessage, `Could not list your sessions: ${errorText(error)}`);
   }
@@ -559,7 +615,7 @@ function renderSessions(sessions) {
       if (session.current) {
         const badge = document.createElement('span');
         badge.className = 'badge';
-        badge.textContent = 'this tab';
+        badge.textContent = 'this browser';
         ua.append(badge);
       }
       const ip = cell(session.ip ?? '—');
@@ -838,12 +894,16 @@ function drawPlayer(id, x, y, name, self) {
   ctx.textAlign = 'center';
   ctx.textBaseline = 'bottom';
   const label = self ? `${name} (you)` : name;
-  const labelY = y - PLAYER_RADIUS - 5;
+  // Keep the label inside the world: below the player at the top edge, shifted at the sides.
+  const half = ctx.measureText(label).width / 2 + 3;
+  const labelX = clamp(x, half, game.world.width - half);
+  const above = y - PLAYER_RADIUS - 5 > 16;
+  const labelY = above ? y - PLAYER_RADIUS - 5 : y + PLAYER_RADIUS + 19;
   ctx.lineWidth = 3;
   ctx.strokeStyle = 'rgba(10,14,20,0.85)';
-  ctx.strokeText(label, x, labelY);
+  ctx.strokeText(label, labelX, labelY);
   ctx.fillStyle = self ? '#ffffff' : 'rgba(230,235,240,0.92)';
-  ctx.fillText(label, x, labelY);
+  ctx.fillText(label, labelX, labelY);
 }
 
 function caption(text) {
@@ -938,9 +998,5 @@ function describeAgent(agent) {
   if (browser) return os ? `${browser} on ${os}` : browser;
   return agent.length > 60 ? `${agent.slice(0, 60)}…` : agent;
 }
-
-setInterval(() => {
-  if (client.connected) client.ping(performance.now());
-}, PING_EVERY_MS);
 
 boot();

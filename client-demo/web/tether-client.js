@@ -8,9 +8,9 @@
  *   const tether = new TetherClient();          // options: see below
  *   tether.on('snapshot', (msg) => draw(msg));
  *   tether.on('terminal', ({ code, reason, text }) => showOverlay(text));
+ *   tether.on('welcome', () => tether.join('lobby'));   // then snapshots flow
  *   const user = (await tether.resume()) ?? (await tether.login(name, password)).user;
- *   tether.connect();                           // join a room once 'welcome' arrives
- *   tether.on('welcome', () => tether.join('lobby'));
+ *   tether.connect();
  *
  * Constructor options (all optional)
  *   baseUrl            prefix of the HTTP routes, default '' (same origin)
@@ -19,6 +19,12 @@
  *   backoffBaseMs      first reconnect delay bound, default 500 (doubles per attempt)
  *   backoffMaxMs       reconnect delay cap, default 15000
  *   requestTimeoutMs   bound of each HTTP request, default 15000
+ *   pingEveryMs        keepalive ping period once connected, default 5000 (0: none);
+ *                      each pong gives a 'latency' event
+ *   staleAfterMs       a connected socket that receives nothing this long is dropped and
+ *                      reconnected like after a 1006, default 15000 (needs pings)
+ *   welcomeTimeoutMs   a socket without 'welcome' this long is dropped the same way,
+ *                      default 10000
  *
  * Accounts and session (each returns a Promise; every non-2xx answer rejects with a
  * TetherError { status, code, message, body }; a network failure has status 0 and code
@@ -56,7 +62,9 @@
  *   'welcome' 'pong' 'joined' 'left' 'presence' 'snapshot' 'chat' 'error'
  *                  one per server message of that `type`; detail = the parsed message
  *   'message'      every server message
- *   'state'        { state, attempt, delayMs }  connection state changed
+ *   'latency'      { rttMs }  round trip of a keepalive ping
+ *   'state'        { state, attempt, delayMs, code?, reason? }  connection state changed
+ *                  (delayMs: when 'reconnecting'; code, reason: the close behind it)
  *   'close'        { code, reason, wasClean, willReconnect, delayMs }  every socket close
  *   'terminal'     { code, reason, kind, text }  the session ended and the client will
  *                  not reconnect: 4001 revoked, 4002 expired, 4003 banned, 4004 kicked,
@@ -69,13 +77,16 @@
  *                  'logout', 'logout-all', 'other-tab' (a tab of this session logged
  *                  out) or 'refresh-failed' (error = the TetherError)
  *
+ * Also exported: describeClose(code, reason) -> the 'terminal' sentence; hintMs(reason)
+ *   -> the delay a 1001 reason names, or null.
+ *
  * Reconnect policy
  *   1000, 1008, 1009, or disconnect(): no reconnect ('disconnected').
  *   Any other 1xxx (1001 server going away, 1006 abnormal, 1011, 1012, ...): reconnect
  *     after a full-jitter exponential backoff, random(0, min(backoffMaxMs,
- *     backoffBaseMs * 2^attempt)); a 1001 reason that names a delay ("retry in 5s",
- *     "retry_after_ms=5000") is used as a floor, anything else in it is ignored. The
- *     attempt counter resets on 'welcome'.
+ *     backoffBaseMs * 2^attempt)); a 1001 reason that names a delay ("server shutting
+ *     down: reconnect in 3.4s", "retry in 500ms") is added as a floor; a reason without
+ *     one is ignored. The attempt counter resets on 'welcome'.
  *   4401 (token missing or expired at upgrade): one refresh, then reconnect at once; if
  *     the refresh fails, or 4401 comes again before a 'welcome', 'loggedout'.
  *   4001-4005: 'terminal', the access token is dropped, no reconnect.
@@ -91,8 +102,9 @@
  *   so login, refresh and logout run under the Web Lock 'tether-refresh': two tabs never
  *   refresh at once, and a tab that refreshes after another one simply sends the newer
  *   cookie. (navigator.locks needs a secure context: https, localhost or 127.0.0.1. Where
- *   it is missing only this tab's calls are serialized, and the jitter keeps tabs apart.)
- *   A BroadcastChannel 'tether-auth' tells the other tabs about logouts.
+ *   it is missing, the tabs fall back to a best-effort mutual exclusion over the
+ *   BroadcastChannel: announce, listen 60 ms, lowest ticket wins.)
+ *   The BroadcastChannel 'tether-auth' also tells the other tabs about logouts.
  */
 
 const TERMINAL = {
@@ -100,11 +112,16 @@ const TERMINAL = {
   4002: { kind: 'expired', text: 'Your session expired' },
   4003: { kind: 'banned', text: 'You were banned' },
   4004: { kind: 'kicked', text: 'You were kicked' },
-  4005: { kind: 'replaced', text: 'You were signed out: a newer login took over' },
+  4005: { kind: 'replaced', text: 'You were signed out', fallback: 'a newer login took over' },
 };
 const GAME_EVENTS = new Set(['welcome', 'pong', 'joined', 'left', 'presence', 'snapshot', 'chat', 'error']);
 const LOCK_NAME = 'tether-refresh';
 const CHANNEL_NAME = 'tether-auth';
+
+/** 401 or 403 from the server: the session cannot be used any more (unlike 429, 5xx, network). */
+function isAuthFailure(error) {
+  return error instanceof TetherError && (error.status === 401 || error.status === 403);
+}
 
 export class TetherError extends Error {
   constructor(status, code, message, body = null) {
@@ -121,7 +138,7 @@ export function describeClose(code, reason) {
   const known = TERMINAL[code];
   if (!known) return reason ? `Disconnected (${code}): ${reason}` : `Disconnected (${code})`;
   const colon = typeof reason === 'string' ? reason.indexOf(': ') : -1;
-  const detail = colon >= 0 ? reason.slice(colon + 2).trim() : '';
+  const detail = (colon >= 0 ? reason.slice(colon + 2).trim() : '') || known.fallback;
   return detail ? `${known.text}: ${detail}` : `${known.text}.`;
 }
 
@@ -132,6 +149,9 @@ export class TetherClient extends EventTarget {
   #backoffBaseMs;
   #backoffMaxMs;
   #requestTimeoutMs;
+  #pingEveryMs;
+  #staleAfterMs;
+  #welcomeTimeoutMs;
 
   #accessToken = null;
   #expiresAt = 0; // ms since epoch (wall clock: keeps counting through a suspend)
@@ -140,6 +160,9 @@ export class TetherClient extends EventTarget {
   #refreshTimer = null;
   #refreshing = null; // this tab's refresh in flight
   #localChain = Promise.resolve(); // lock fallback
+  #busyOthers = new Map(); // lock fallback: ticket -> until, tabs that announced the lock
+  #myTicket = null;
+  #beaten = false;
   #channel = null;
 
   #ws = null;
@@ -149,6 +172,9 @@ export class TetherClient extends EventTarget {
   #attempt = 0;
   #reconnectTimer = null;
   #retried4401 = false;
+  #socketTimer = null; // welcome deadline, then keepalive pings and the stale check
+  #lastReceivedAt = 0;
+  #pingsSent = new Set(); // `t` of keepalive pings awaiting their pong
 
   constructor(options = {}) {
     super();
@@ -158,6 +184,9 @@ export class TetherClient extends EventTarget {
     this.#backoffBaseMs = options.backoffBaseMs ?? 500;
     this.#backoffMaxMs = options.backoffMaxMs ?? 15_000;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
+    this.#pingEveryMs = options.pingEveryMs ?? 5_000;
+    this.#staleAfterMs = options.staleAfterMs ?? 15_000;
+    this.#welcomeTimeoutMs = options.welcomeTimeoutMs ?? 10_000;
 
     if (typeof BroadcastChannel === 'function') {
       this.#channel = new BroadcastChannel(CHANNEL_NAME);
@@ -268,14 +297,53 @@ export class TetherClient extends EventTarget {
     }
   }
 
-  /** Runs fn under the cross-tab lock (or, without Web Locks, serialized in this tab). */
+  /** Runs fn under the cross-tab lock (or, without Web Locks, the best-effort fallback). */
   #withLock(fn) {
     if (typeof navigator !== 'undefined' && navigator.locks?.request) {
       return navigator.locks.request(LOCK_NAME, () => fn());
     }
-    const run = this.#localChain.then(fn, fn);
+    const guarded = () => this.#announcedLock(fn);
+    const run = this.#localChain.then(guarded, guarded);
     this.#localChain = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * Without Web Locks (an insecure context): a small mutual exclusion over the
+   * BroadcastChannel. A tab waits while another one announced it holds the lock (at most
+   * 5 s per announcement), announces itself with a random ticket, listens 60 ms, and backs
+   * off if a rival with a lower ticket announced in the meantime.
+   */
+  async #announcedLock(fn) {
+    const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+    const ticket = Math.random();
+    for (let tries = 0; tries < 20; tries++) {
+      for (let i = 0; i < 60 && this.#othersBusy(); i++) await sleep(100);
+      this.#myTicket = ticket;
+      this.#beaten = false;
+      this.#channel?.postMessage({ type: 'lock', busy: true, ticket });
+      if (!this.#channel) break;
+      await sleep(60);
+      if (!this.#beaten) break;
+      this.#myTicket = null;
+      this.#channel.postMessage({ type: 'lock', busy: false, ticket });
+      await sleep(100 + Math.random() * 200);
+    }
+    try {
+      return await fn();
+    } finally {
+      this.#myTicket = null;
+      this.#channel?.postMessage({ type: 'lock', busy: false, ticket });
+    }
+  }
+
+  #othersBusy() {
+    const now = Date.now();
+    for (const [ticket, until] of this.#busyOthers) {
+      if (until > now) return true;
+      this.#busyOthers.delete(ticket);
+    }
+    return false;
   }
 
   async register(username, password) {
@@ -311,7 +379,7 @@ export class TetherClient extends EventTarget {
             return { user: this.#user, sessionId: this.#sessionId };
           },
           (error) => {
-            if (error instanceof TetherError && error.status >= 400 && error.status < 500) this.#dropAuth();
+            if (isAuthFailure(error)) this.#dropAuth();
             throw error;
           },
         )
@@ -334,14 +402,17 @@ export class TetherClient extends EventTarget {
     // Close our own socket first, so that the server's 4001 is not taken for a revocation.
     this.disconnect();
     this.#channel?.postMessage(announcement);
-    const token = this.#accessToken;
     try {
-      if (token) {
-        // Under the lock: the answer clears the cookie, which must not race a refresh.
-        await this.#withLock(() => this.#fetch('POST', path, { token }));
+      if (this.#accessToken) {
+        // An access token about to expire is renewed first (outside the lock: refresh
+        // takes it too); then the call runs under the lock, because its answer clears
+        // the cookie, which must not race another tab's refresh.
+        await this.#ensureFresh(5_000).catch(() => {});
+        const token = this.#accessToken;
+        if (token) await this.#withLock(() => this.#fetch('POST', path, { token }));
       }
     } catch (error) {
-      // An access token that already expired: the cookie still names the session.
+      // 401: the session was already over; there is nothing left to revoke.
       if (!(error instanceof TetherError && error.status === 401)) throw error;
     } finally {
       this.#dropAuth();
@@ -404,7 +475,7 @@ export class TetherClient extends EventTarget {
     try {
       await this.refresh();
     } catch (error) {
-      if (error instanceof TetherError && error.status >= 400 && error.status < 500) {
+      if (isAuthFailure(error)) {
         this.#loggedOut(error);
       } else if (this.#accessToken) {
         // Network or server trouble: try again soon, a little later each time.
@@ -438,7 +509,17 @@ export class TetherClient extends EventTarget {
   }
 
   #onChannel(message) {
-    if (!message || typeof message !== 'object' || !this.#accessToken) return;
+    if (!message || typeof message !== 'object') return;
+    if (message.type === 'lock') {
+      if (!message.busy) {
+        this.#busyOthers.delete(message.ticket);
+        return;
+      }
+      this.#busyOthers.set(message.ticket, Date.now() + 5_000);
+      if (this.#myTicket !== null && message.ticket < this.#myTicket) this.#beaten = true;
+      return;
+    }
+    if (!this.#accessToken) return;
     const mine =
       (message.type === 'logout' && message.sessionId === this.#sessionId) ||
       (message.type === 'logout-all' && message.userId === this.#user?.id);
@@ -504,6 +585,9 @@ export class TetherClient extends EventTarget {
   }
 
   #closeSocket(code, reason) {
+    clearTimeout(this.#socketTimer);
+    clearInterval(this.#socketTimer);
+    this.#socketTimer = null;
     const ws = this.#ws;
     this.#ws = null;
     const wasConnected = this.#connected;
@@ -524,7 +608,7 @@ export class TetherClient extends EventTarget {
     try {
       await this.#ensureFresh(10_000);
     } catch (error) {
-      if (error instanceof TetherError && error.status >= 400 && error.status < 500) {
+      if (isAuthFailure(error)) {
         this.#loggedOut(error);
       } else {
         this.#scheduleReconnect(null);
@@ -541,8 +625,12 @@ export class TetherClient extends EventTarget {
       return;
     }
     this.#ws = ws;
+    this.#socketTimer = setTimeout(() => {
+      if (ws === this.#ws && !this.#connected) this.#abandon(`no welcome within ${this.#welcomeTimeoutMs} ms`);
+    }, this.#welcomeTimeoutMs);
     ws.onmessage = (event) => {
       if (ws !== this.#ws || typeof event.data !== 'string') return;
+      this.#lastReceivedAt = Date.now();
       let message;
       try {
         message = JSON.parse(event.data);
@@ -554,17 +642,48 @@ export class TetherClient extends EventTarget {
         this.#attempt = 0;
         this.#retried4401 = false;
         this.#connected = true;
+        this.#startKeepalive(ws);
         this.#setState('connected');
       }
       if (GAME_EVENTS.has(message.type)) this.#emit(message.type, message);
+      if (message.type === 'pong' && typeof message.t === 'number' && this.#pingsSent.has(message.t)) {
+        this.#pingsSent.delete(message.t);
+        this.#emit('latency', { rttMs: performance.now() - message.t });
+      }
       this.#emit('message', message);
     };
     ws.onclose = (event) => {
       if (ws !== this.#ws) return; // closed on purpose, already handled
-      this.#ws = null;
-      this.#connected = false;
+      this.#closeSocket(1000, '');
       this.#onClose(event);
     };
+  }
+
+  /** Keepalive pings (they also measure latency) and a check that traffic still flows. */
+  #startKeepalive(ws) {
+    clearTimeout(this.#socketTimer);
+    this.#pingsSent.clear();
+    if (!this.#pingEveryMs) return;
+    this.#lastReceivedAt = Date.now();
+    const beat = () => {
+      if (ws !== this.#ws) return;
+      if (this.#staleAfterMs && Date.now() - this.#lastReceivedAt > this.#staleAfterMs) {
+        this.#abandon(`nothing received for ${Math.round((Date.now() - this.#lastReceivedAt) / 1000)} s`);
+        return;
+      }
+      const t = Math.round(performance.now() * 1000) / 1000;
+      if (this.#pingsSent.size > 16) this.#pingsSent.clear();
+      this.#pingsSent.add(t);
+      this.send({ type: 'ping', t });
+    };
+    beat();
+    this.#socketTimer = setInterval(beat, this.#pingEveryMs);
+  }
+
+  /** Gives up on a socket that hangs (no welcome, or silent): reconnect as after a 1006. */
+  #abandon(why) {
+    this.#closeSocket(1000, 'abandoned');
+    if (this.#wantConnected) this.#scheduleReconnect(null, { code: 1006, reason: why, wasClean: false });
   }
 
   #onClose({ code, reason, wasClean }) {
@@ -595,7 +714,7 @@ export class TetherClient extends EventTarget {
       this.refresh().then(
         () => this.#open(),
         (error) => {
-          if (error instanceof TetherError && error.status >= 400 && error.status < 500) this.#loggedOut(error);
+          if (isAuthFailure(error)) this.#loggedOut(error);
           else this.#scheduleReconnect(null);
         },
       );
@@ -632,13 +751,16 @@ export class TetherClient extends EventTarget {
   }
 }
 
-/** A delay named in a 1001 reason ("retry in 5s", "retry_after_ms=5000"), or null. */
-function hintMs(reason) {
+/**
+ * A delay named in a 1001 reason, or null: "server shutting down: reconnect in 3.4s",
+ * "retry in 500ms", "retry_after_ms=5000"; seconds unless "ms" follows; capped at 60 s.
+ */
+export function hintMs(reason) {
   if (typeof reason !== 'string') return null;
-  const match = /retry\D{0,20}?(\d+(?:\.\d+)?)\s*(ms|s)?/i.exec(reason);
+  const match = /(?:reconnect|retry)(_after_ms)?[^0-9]{0,20}?(\d+(?:\.\d+)?)\s*(ms|s)?\b/i.exec(reason);
   if (!match) return null;
-  const value = Number(match[1]);
+  const value = Number(match[2]);
   if (!Number.isFinite(value)) return null;
-  const ms = match[2]?.toLowerCase() === 'ms' || /_ms\b/i.test(reason) ? value : value * 1000;
+  const ms = match[1] || match[3]?.toLowerCase() === 'ms' ? value : value * 1000;
   return Math.min(Math.max(ms, 0), 60_000);
 }

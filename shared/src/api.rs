@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Player,
@@ -30,6 +31,7 @@ impl Role {
 
 /// Every non-2xx answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,
@@ -40,6 +42,7 @@ pub struct ErrorBody {
 
 /// Why and until when a user is banned; `until: null` is a permanent ban.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BanTerms {
     pub reason: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -47,6 +50,7 @@ pub struct BanTerms {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CredentialsRequest {
     pub username: String,
     pub password: String,
@@ -56,12 +60,14 @@ pub type RegisterRequest = CredentialsRequest;
 pub type LoginRequest = CredentialsRequest;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshRequest {
     #[serde(default)]
     pub refresh_token: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserView {
     pub id: UserId,
     pub username: String,
@@ -69,11 +75,13 @@ pub struct UserView {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     pub user: UserView,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenPairResponse {
     pub access_token: String,
     pub token_type: String,
@@ -84,6 +92,7 @@ pub struct TokenPairResponse {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionSummary {
     pub id: SessionId,
     #[serde(with = "time::serde::rfc3339")]
@@ -93,6 +102,7 @@ pub struct SessionSummary {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeResponse {
     pub user: UserView,
     pub session: SessionSummary,
@@ -100,6 +110,7 @@ pub struct MeResponse {
 
 /// One of the caller's own sessions.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OwnSessionView {
     pub id: SessionId,
     #[serde(with = "time::serde::rfc3339")]
@@ -115,17 +126,20 @@ pub struct OwnSessionView {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OwnSessionsResponse {
     pub sessions: Vec<OwnSessionView>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevokeRequest {
     #[serde(default)]
     pub reason: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevokeResponse {
     pub sessions_revoked: u64,
     pub sockets_closed: u64,
@@ -133,6 +147,7 @@ pub struct RevokeResponse {
 
 /// A session as an operator sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminSessionView {
     pub id: SessionId,
     pub user_id: UserId,
@@ -148,11 +163,13 @@ pub struct AdminSessionView {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminSessionsResponse {
     pub sessions: Vec<AdminSessionView>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BanRequest {
     #[serde(default)]
     pub reason: Option<String>,
@@ -163,6 +180,7 @@ pub struct BanRequest {
 
 /// One admin action, as the audit trail keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: uuid::Uuid,
     #[serde(with = "time::serde::rfc3339")]
@@ -183,12 +201,14 @@ pub struct AuditEntry {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BanUntil {
     #[serde(with = "time::serde::rfc3339::option")]
     pub until: Option<OffsetDateTime>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditResponse {
     pub entries: Vec<AuditEntry>,
 }

@@ -121,6 +121,7 @@ pub enum ServerMessage {
     },
     /// The room's state after a tick; every member gets the same frame.
     Snapshot {
+        room: String,
         tick: u64,
         players: Vec<PlayerState>,
         items: Vec<ItemState>,
@@ -260,6 +261,52 @@ mod tests {
             r#"{"type":"chat"}"#,
         ] {
             assert!(ClientMessage::decode(text).is_err(), "{text:?} was accepted");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn decoding_never_panics(text in ".{0,200}") {
+                let _ = ClientMessage::decode(&text);
+            }
+
+            #[test]
+            fn decoding_arbitrary_json_never_panics(
+                kind in prop_oneof![
+                    Just("ping".to_owned()),
+                    Just("join".to_owned()),
+                    Just("leave".to_owned()),
+                    Just("input".to_owned()),
+                    Just("chat".to_owned()),
+                    "[a-z]{0,8}",
+                ],
+                field in "[a-z]{1,6}",
+                value in prop_oneof![Just("1".to_owned()), Just("null".to_owned()), Just("\"x\"".to_owned()), Just("[]".to_owned()), Just("{}".to_owned()), "-?[0-9]{1,30}(\\.[0-9]{1,10})?(e[0-9]{1,3})?"],
+            ) {
+                let _ = ClientMessage::decode(&format!(r#"{{"type":"{kind}","{field}":{value}}}"#));
+            }
+
+            #[test]
+            fn pong_echoes_any_json_number_byte_for_byte(number in "-?(0|[1-9][0-9]{0,40})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?") {
+                let text = format!(r#"{{"type":"ping","t":{number}}}"#);
+                let Ok(ClientMessage::Ping { t }) = ClientMessage::decode(&text) else {
+                    return Err(TestCaseError::fail(format!("refused {text}")));
+                };
+                prop_assert_eq!(pong_frame(&t), format!(r#"{{"type":"pong","t":{number}}}"#));
+            }
+
+            #[test]
+            fn inputs_decode_to_what_was_sent(seq in any::<u32>(), dx in -1.0f32..=1.0, dy in -1.0f32..=1.0) {
+                let text = serde_json::json!({"type": "input", "seq": seq, "dx": dx, "dy": dy}).to_string();
+                let Ok(ClientMessage::Input { seq: s, dx: x, dy: y }) = ClientMessage::decode(&text) else {
+                    return Err(TestCaseError::fail(format!("refused {text}")));
+                };
+                prop_assert_eq!((s, x, y), (seq, dx, dy));
+            }
         }
     }
 }

@@ -198,3 +198,39 @@ on_both_backends! {
         assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route() {
+    let app = spawn_app().await;
+    let document: Value =
+        app.http.get(app.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let routes = [
+        ("post", "/api/auth/register"),
+        ("post", "/api/auth/login"),
+        ("post", "/api/auth/refresh"),
+        ("post", "/api/auth/logout"),
+        ("post", "/api/auth/logout-all"),
+        ("get", "/api/me"),
+        ("get", "/api/sessions"),
+        ("delete", "/api/sessions/{sid}"),
+        ("get", "/api/admin/sessions"),
+        ("post", "/api/admin/sessions/{sid}/revoke"),
+        ("post", "/api/admin/users/{uid}/kick"),
+        ("post", "/api/admin/users/{uid}/ban"),
+        ("delete", "/api/admin/users/{uid}/ban"),
+        ("post", "/api/admin/revoke-all"),
+        ("get", "/api/admin/audit"),
+        ("get", "/ws"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/api/openapi.json"),
+        ("get", "/"),
+        ("get", "/admin"),
+    ];
+    for (method, path) in routes {
+        assert!(document["paths"][path][method].is_object(), "{method} {path} is not documented");
+    }
+    assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+}

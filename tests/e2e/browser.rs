@@ -33,3 +33,28 @@ async fn an_admin_kicks_a_connected_player_from_the_console_and_the_socket_gets_
     let closed = socket.next_close().await;
     assert_eq!((closed.code, closed.reason.as_str()), (4004, format!("kicked: {reason}").as_str()));
 }
+
+/// Runs one of the game page's scenarios against a fresh server.
+async fn game_scenario(script: &str) {
+    if !browser_available(script) {
+        return;
+    }
+    let app = spawn_app().await;
+    let (ok, output) = run_driver(script, &["--base", &app.base]).await;
+    assert!(ok, "{script} failed: {output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browser_players_log_in_and_each_sees_the_other_move() {
+    game_scenario("game_two_players.mjs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_whose_session_is_revoked_elsewhere_sees_the_4001_overlay_and_stays_disconnected() {
+    game_scenario("game_revoked.mjs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_player_logged_in_through_the_refresh_cookie() {
+    game_scenario("game_reload.mjs").await;
+}

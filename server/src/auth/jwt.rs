@@ -161,4 +161,30 @@ mod tests {
     fn a_short_secret_is_refused() {
         assert!(TokenKeys::new(b"short", "tether", "tether", Duration::from_secs(60), 30).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn verifying_garbage_never_panics_and_never_passes(token in ".{0,600}") {
+                prop_assert!(keys().verify(&token).is_err());
+            }
+
+            #[test]
+            fn any_change_to_header_or_payload_is_refused(position in any::<prop::sample::Index>(), replacement in "[A-Za-z0-9_-]") {
+                let keys = keys();
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let token = keys.issue(UserId::new_random(), SessionId::new_random(), Role::Player, "bob", now).unwrap();
+                // The signature's own last character carries unused bits: leave it out.
+                let signed_part = token.rfind('.').unwrap();
+                let index = position.index(signed_part);
+                prop_assume!(token.as_bytes()[index] != b'.' && token[index..=index] != replacement);
+                let mut changed = token.clone();
+                changed.replace_range(index..=index, &replacement);
+                prop_assert!(keys.verify(&changed).is_err());
+            }
+        }
+    }
 }

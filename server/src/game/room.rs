@@ -223,6 +223,7 @@ impl Room {
         let started = std::time::Instant::now();
         self.world.advance();
         let snapshot = frame(&ServerMessage::Snapshot {
+            room: self.name.to_string(),
             tick: self.world.tick(),
             players: self.world.players(),
             items: self.world.items().to_vec(),

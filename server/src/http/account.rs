@@ -12,6 +12,8 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use tether_shared::SessionId;
+#[allow(unused_imports)]
+use tether_shared::api::ErrorBody;
 use tether_shared::api::{MeResponse, OwnSessionView, OwnSessionsResponse, SessionSummary, UserView};
 
 pub fn router() -> Router<AppState> {
@@ -21,6 +23,16 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions/{sid}", delete(delete_session))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/me",
+    tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "who the token belongs to", body = MeResponse),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+    )
+)]
 /// Answered from the token and the registry alone.
 async fn me(auth: AuthSession) -> Json<MeResponse> {
     Json(MeResponse {
@@ -33,6 +45,16 @@ async fn me(auth: AuthSession) -> Json<MeResponse> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions",
+    tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's live sessions", body = OwnSessionsResponse),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+    )
+)]
 async fn list_sessions(
     State(state): State<AppState>,
     auth: AuthSession,
@@ -60,6 +82,18 @@ async fn list_sessions(
     Ok(Json(OwnSessionsResponse { sessions }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{sid}",
+    tag = "account",
+    params(("sid" = Uuid, Path, description = "a session of the caller")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+        (status = 404, description = "not one of the caller's sessions", body = ErrorBody),
+    )
+)]
 async fn delete_session(
     State(state): State<AppState>,
     auth: AuthSession,

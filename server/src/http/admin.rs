@@ -13,6 +13,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+#[allow(unused_imports)]
+use tether_shared::api::ErrorBody;
 use tether_shared::api::{
     AdminSessionView, AdminSessionsResponse, AuditEntry, AuditResponse, BanRequest, BanUntil, RevokeRequest,
     RevokeResponse,
@@ -30,15 +32,30 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/audit", get(audit_trail))
 }
 
-#[derive(Debug, Deserialize)]
-struct SessionsQuery {
-    /// Empty means no filter, so that `?user_id=&online=true` works as written.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct SessionsQuery {
+    /// A user's id; empty means no filter, so that `?user_id=&online=true` works as written.
     #[serde(default)]
     user_id: Option<String>,
+    /// Only sessions with an open socket.
     #[serde(default)]
     online: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/sessions",
+    tag = "admin",
+    params(SessionsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "live sessions", body = AdminSessionsResponse),
+        (status = 400, description = "bad query", body = ErrorBody),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+    )
+)]
 async fn list_sessions(
     State(state): State<AppState>,
     _admin: AdminSession,
@@ -76,6 +93,23 @@ async fn list_sessions(
     Ok(Json(AdminSessionsResponse { sessions }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/sessions/{sid}/revoke",
+    tag = "admin",
+    params(("sid" = Uuid, Path)), request_body = RevokeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "revoked (zero counts if it already was)", body = RevokeResponse),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such session", body = ErrorBody),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all, fields(target = %sid))]
 async fn revoke_session(
     State(state): State<AppState>,
@@ -93,6 +127,23 @@ async fn revoke_session(
     Ok(Json(outcome))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/users/{uid}/kick",
+    tag = "admin",
+    params(("uid" = Uuid, Path)), request_body = RevokeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "every session of the user revoked (close 4004)", body = RevokeResponse),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all, fields(target = %uid))]
 async fn kick_user(
     State(state): State<AppState>,
@@ -107,6 +158,23 @@ async fn kick_user(
     Ok(Json(outcome))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/users/{uid}/ban",
+    tag = "admin",
+    params(("uid" = Uuid, Path)), request_body = BanRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "banned; every session revoked (close 4003)", body = RevokeResponse),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody),
+    )
+)]
 /// An admin cannot ban themselves. That also means the last admin can never be
 /// banned (whoever bans is an admin who stays), so the server always keeps someone
 /// who can lift a ban.
@@ -142,6 +210,19 @@ async fn ban_user(
     Ok(Json(outcome))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/admin/users/{uid}/ban",
+    tag = "admin",
+    params(("uid" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "not banned (any more)"),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+    )
+)]
 async fn unban_user(
     State(state): State<AppState>,
     AdminSession(admin): AdminSession,
@@ -155,6 +236,22 @@ async fn unban_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/revoke-all",
+    tag = "admin",
+    request_body = RevokeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "every session but the caller's revoked", body = RevokeResponse),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody),
+    )
+)]
 /// Every session but the caller's own, so the operator keeps the console.
 async fn revoke_all(
     State(state): State<AppState>,
@@ -168,8 +265,10 @@ async fn revoke_all(
     Ok(Json(outcome))
 }
 
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// How many entries, newest first: 1 to 1000, default 100.
     #[serde(default)]
     limit: Option<i64>,
 }
@@ -177,6 +276,19 @@ struct AuditQuery {
 const AUDIT_DEFAULT_LIMIT: i64 = 100;
 const AUDIT_MAX_LIMIT: i64 = 1000;
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/audit",
+    tag = "admin",
+    params(AuditQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "newest first", body = AuditResponse),
+        (status = 400, description = "bad query", body = ErrorBody),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+    )
+)]
 async fn audit_trail(
     State(state): State<AppState>,
     _admin: AdminSession,

@@ -16,6 +16,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use cookie::{Cookie, SameSite};
 use std::net::SocketAddr;
+#[allow(unused_imports)]
+use tether_shared::api::ErrorBody;
 use tether_shared::api::{
     CredentialsRequest, RefreshRequest, RegisterResponse, Role, TokenPairResponse, UserView,
 };
@@ -33,6 +35,21 @@ pub fn router() -> Router<AppState> {
 /// Longest user agent kept with a session.
 const MAX_USER_AGENT_CHARS: usize = 256;
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/register",
+    tag = "auth",
+    request_body = CredentialsRequest,
+    responses(
+        (status = 201, description = "created", body = RegisterResponse),
+        (status = 409, description = "username taken", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody),
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -62,6 +79,22 @@ async fn register(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    request_body = CredentialsRequest,
+    responses(
+        (status = 200, description = "a token pair; the refresh token is also set as the tether_refresh cookie", body = TokenPairResponse),
+        (status = 401, description = "wrong username or password", body = ErrorBody),
+        (status = 403, description = "banned", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn login(
     State(state): State<AppState>,
@@ -122,6 +155,19 @@ async fn refuse_if_banned(state: &AppState, user_id: uuid::Uuid) -> ApiResult<()
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    tag = "auth",
+    request_body(content = Option<RefreshRequest>, description = "or an empty body and the tether_refresh cookie"),
+    responses(
+        (status = 200, description = "a new token pair; the old refresh token is dead", body = TokenPairResponse),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 401, description = "unknown, rotated, revoked or expired", body = ErrorBody),
+        (status = 403, description = "banned", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -163,11 +209,31 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "this session revoked; the cookie cleared"),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+    )
+)]
 async fn logout(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Response> {
     revoke(&state, RevokeScope::Session(auth.claims.sid.0), RevokeKind::Logout, None).await?;
     Ok(no_content_with([(header::SET_COOKIE, clearing_cookie())]))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout-all",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "every session of this user revoked"),
+        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
+    )
+)]
 async fn logout_all(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Response> {
     revoke(&state, RevokeScope::User(auth.claims.sub.0), RevokeKind::LogoutAll, None).await?;
     Ok(no_content_with([(header::SET_COOKIE, clearing_cookie())]))

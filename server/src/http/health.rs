@@ -5,8 +5,9 @@ use crate::error::{ApiError, ApiResult};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
 use std::time::Duration;
+#[allow(unused_imports)]
+use tether_shared::api::ErrorBody;
 
 /// A store that takes longer than this to answer counts as unreachable.
 const READY_PROBE_BOUND: Duration = Duration::from_secs(2);
@@ -15,13 +16,36 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// `{"status": ...}` of the probes.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Status {
+    status: &'static str,
 }
 
-async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "the process serves", body = Status),
+    )
+)]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "storage reachable", body = Status),
+        (status = 503, description = "storage unreachable", body = ErrorBody),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Status>> {
     match tokio::time::timeout(READY_PROBE_BOUND, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
+        Ok(Ok(())) => Ok(Json(Status { status: "ready" })),
         Ok(Err(error)) => {
             tracing::warn!(error = format!("{error:#}"), "storage unreachable");
             Err(ApiError::NotReady)

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod health;
 mod metrics;
+pub mod openapi;
 mod pages;
 
 use crate::app::AppState;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(admin::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .merge(pages::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

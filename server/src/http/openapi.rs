@@ -1,0 +1,108 @@
+//! `GET /api/openapi.json`: the OpenAPI 3 document of every HTTP route, generated
+//! from the handlers' annotations and the shared crate's types.
+
+use super::{account, admin, auth, health};
+use crate::app::AppState;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::OnceLock;
+use tether_shared::api::*;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/openapi.json", get(|| async { Json(document()) }))
+}
+
+/// Built once: the document does not change while the process runs.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(ApiDoc::openapi)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tether", description = "One login for the web API and the game socket, revocable at once. \
+        The WebSocket protocol (GET /ws) is described in API.md and the README."),
+    paths(
+        auth::register, auth::login, auth::refresh, auth::logout, auth::logout_all,
+        account::me, account::list_sessions, account::delete_session,
+        admin::list_sessions, admin::revoke_session, admin::kick_user, admin::ban_user, admin::unban_user,
+        admin::revoke_all, admin::audit_trail,
+        health::healthz, health::readyz,
+        websocket, metrics_text, openapi_json, game_page, game_asset, admin_page, admin_asset,
+    ),
+    components(schemas(ErrorBody, BanTerms, Role, UserView)),
+    modifiers(&BearerScheme),
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+// The routes below are served by closures or other modules; these empty functions
+// carry only their documentation.
+
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "game",
+    description = "The game socket. The token comes from `Authorization: Bearer`, the \
+        `tether.bearer.<jwt>` subprotocol next to `tether.v1`, or `?access_token=`. \
+        A token that fails still gets 101, then a 4xxx close.",
+    responses(
+        (status = 101, description = "switching protocols; `welcome` follows"),
+        (status = 400, description = "not a WebSocket upgrade", body = ErrorBody),
+        (status = 403, description = "refused Origin", body = ErrorBody),
+        (status = 405, description = "not GET", body = ErrorBody),
+        (status = 426, description = "upgrade required", body = ErrorBody),
+        (status = 429, description = "too many upgrades from this address", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn websocket() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+#[allow(dead_code)]
+fn metrics_text() {}
+
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
+    responses((status = 200, description = "this document", content_type = "application/json", body = Object)))]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+#[utoipa::path(get, path = "/", tag = "pages",
+    responses((status = 200, description = "the browser game", content_type = "text/html", body = String)))]
+#[allow(dead_code)]
+fn game_page() {}
+
+#[utoipa::path(get, path = "/{asset}", tag = "pages",
+    params(("asset" = String, Path, description = "game.js, game.css or tether-client.js")),
+    responses(
+        (status = 200, description = "a script or stylesheet of the game", body = String),
+        (status = 404, description = "no such asset", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn game_asset() {}
+
+#[utoipa::path(get, path = "/admin", tag = "pages",
+    responses((status = 200, description = "the admin console", content_type = "text/html", body = String)))]
+#[allow(dead_code)]
+fn admin_page() {}
+
+#[utoipa::path(get, path = "/admin.{kind}", tag = "pages",
+    params(("kind" = String, Path, description = "js or css")),
+    responses(
+        (status = 200, description = "the admin console's script or stylesheet", body = String),
+        (status = 404, description = "no such asset", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn admin_asset() {}
