@@ -3,9 +3,11 @@
 
 use crate::auth::jwt::TokenKeys;
 use crate::auth::passwords::Passwords;
+use crate::cluster::{LogFollower, SharedLog};
 use crate::config::Config;
 use crate::game::{RoomSettings, Rooms};
 use crate::limits::Limits;
+use crate::sessions::SessionMisses;
 use crate::sessions::SessionRegistry;
 use crate::store::{self, Store};
 use crate::{bootstrap, http, ws};
@@ -15,7 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -42,6 +44,10 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Socket tasks, so that a stop can wait for them.
     pub socket_tasks: TaskTracker,
+    /// How far this node has applied the revocation log.
+    pub log: SharedLog,
+    /// Sessions this node is loading from the store after a registry miss.
+    pub misses: SessionMisses,
     /// Cancelled when the server stops; sockets then close with 1001.
     pub shutdown: CancellationToken,
 }
@@ -74,7 +80,7 @@ impl App {
             config.jwt_leeway,
         )?;
         let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
-        let listener = TcpListener::bind(config.bind).await?;
+        let listener = listen(config.bind)?;
         let node_id: Arc<str> = match &config.node_id {
             Some(id) => id.as_str().into(),
             None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]).into(),
@@ -86,6 +92,9 @@ impl App {
             max_rooms: config.max_rooms,
         });
         let limits = Arc::new(Limits::new(&config));
+        // Read before the registry is loaded: a revocation committed in between is
+        // then both loaded and applied again, never missed.
+        let log = Arc::new(LogFollower::starting_at(store.latest_revocation_seq().await?));
         let state = AppState {
             node_id,
             config: Arc::new(config),
@@ -93,6 +102,8 @@ impl App {
             sessions: SessionRegistry::new(),
             rooms,
             limits,
+            log,
+            misses: SessionMisses::default(),
             keys: Arc::new(keys),
             passwords,
             socket_tasks: TaskTracker::new(),
@@ -123,6 +134,12 @@ impl App {
     ) -> anyhow::Result<()> {
         let App { listener, state } = self;
         let upkeep = tokio::spawn(run_upkeep(state.clone()));
+        let cluster = state.config.is_postgres().then(|| {
+            (
+                tokio::spawn(crate::cluster::follow_revocations(state.clone())),
+                tokio::spawn(crate::cluster::publish_presence(state.clone())),
+            )
+        });
         let shutdown = state.shutdown.clone();
         let service = App::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let send_buffer = state.config.tcp_send_buffer_bytes;
@@ -145,9 +162,26 @@ impl App {
             tracing::warn!(remaining = state.socket_tasks.len(), "sockets still open at stop");
         }
         upkeep.abort();
+        if let Some((follower, presence)) = cluster {
+            follower.abort();
+            // The presence task withdraws this node's counts as it ends.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), presence).await;
+        }
         flush_last_seen(&state).await;
         Ok(())
     }
+}
+
+/// Connection attempts the kernel queues for `accept`. tokio's default (128) drops
+/// the SYNs of a burst of new sockets beyond it, which clients retry only after a
+/// second; 4096 is this kind of machine's `somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    Ok(socket.listen(LISTEN_BACKLOG)?)
 }
 
 async fn load_registry(state: &AppState) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 //! - [`revocation`]: persist, mark, close, then answer.
 //! - [`limits`]: rate limits per IP, per username, per socket.
 //! - [`store`]: SQLite and PostgreSQL behind one trait.
+//! - [`cluster`]: several nodes on one PostgreSQL: the revocation log, followed.
 //! - [`http`], [`ws`]: the routes; [`game`]: rooms and their tick loops.
 //! - [`bootstrap`]: the signing secret and the first admin.
 //! - [`telemetry`]: logs, as text or JSON lines.
@@ -14,6 +15,7 @@
 pub mod app;
 pub mod auth;
 pub mod bootstrap;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod game;

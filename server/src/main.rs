@@ -29,6 +29,11 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     tether::telemetry::init(&config.log_format);
+    // Each socket is a file: take the whole allowance the hard limit permits.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
     let app = App::build(config).await?;
     tracing::info!(addr = %app.local_addr(), "listening");
     app.run_until_stopped(shutdown_signal()).await?;

@@ -22,7 +22,8 @@ pub async fn revoke(
     reason: Option<&str>,
 ) -> anyhow::Result<RevokeResponse> {
     let started = Instant::now();
-    let revocation = RevocationRecord { at: store::now(), kind: kind.as_str(), reason };
+    let revocation =
+        RevocationRecord { at: store::now(), kind: kind.as_str(), reason, node_id: &state.node_id };
     let records = state.store.revoke_sessions(scope, revocation).await?;
     let plan = state.sessions.revoke(&records);
     let sockets_closed = plan.execute(CLOSE_CONFIRM_BOUND).await;

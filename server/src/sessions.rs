@@ -281,6 +281,26 @@ impl ClosePlan {
     }
 }
 
+/// Loads of sessions this node does not know yet (created on another node), so that
+/// many requests missing the same session together cost one database read.
+#[derive(Clone, Default)]
+pub struct SessionMisses {
+    in_flight: Arc<DashMap<SessionId, Arc<tokio::sync::OnceCell<Option<SessionRecord>>>>>,
+}
+
+impl SessionMisses {
+    pub async fn load<F, Fut>(&self, id: SessionId, load: F) -> anyhow::Result<Option<SessionRecord>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Option<SessionRecord>>>,
+    {
+        let cell = self.in_flight.entry(id).or_default().clone();
+        let loaded = cell.get_or_try_init(load).await.cloned();
+        self.in_flight.remove_if(&id, |_, current| Arc::ptr_eq(current, &cell));
+        loaded
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Census {
     pub sockets_open: usize,
@@ -398,6 +418,17 @@ impl SessionRegistry {
             }
         }
         census
+    }
+
+    /// Sessions with open sockets on this node, and how many.
+    pub fn socket_counts(&self) -> Vec<(uuid::Uuid, i32)> {
+        self.sessions
+            .iter()
+            .filter_map(|entry| {
+                let sockets = entry.open_sockets();
+                (sockets > 0).then(|| (entry.id.0, sockets as i32))
+            })
+            .collect()
     }
 
     /// `last_seen_at` values that changed since the last call, for the store.

@@ -32,6 +32,7 @@ mod admin;
 mod auth;
 mod browser;
 mod cli;
+mod cluster;
 mod game;
 mod limits;
 mod persistence;

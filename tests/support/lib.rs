@@ -154,7 +154,7 @@ pub async fn spawn_with(db: Arc<TestDb>, adjust: impl FnOnce(&mut Config)) -> Te
     let served = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    TestApp {
+    let app = TestApp {
         addr,
         base: format!("http://{addr}"),
         http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
@@ -162,7 +162,9 @@ pub async fn spawn_with(db: Arc<TestDb>, adjust: impl FnOnce(&mut Config)) -> Te
         db,
         stop: Some(stop),
         served: Some(served),
-    }
+    };
+    app.wait_until_ready().await;
+    app
 }
 
 /// What a login hands a client.
@@ -190,6 +192,11 @@ impl Login {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A PostgreSQL node is ready once its cluster listener is in sync: wait for it.
+    pub async fn wait_until_ready(&self) {
+        wait_until_ready(&self.http, &self.base).await;
     }
 
     pub fn ws_url(&self) -> String {
@@ -336,6 +343,19 @@ impl TestApp {
         let protocol =
             response.headers().get("sec-websocket-protocol").map(|value| value.to_str().unwrap().to_owned());
         Ok(WsClient { stream, protocol })
+    }
+}
+
+/// Polls `/readyz` until it answers 200, within [`WAIT`].
+pub async fn wait_until_ready(http: &reqwest::Client, base: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ready = http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200);
+        if ready {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{base} did not become ready within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use tether_shared::api::Role;
-use tether_shared::close;
+use tether_shared::{SessionId, close};
 
 /// The subprotocol a browser offers, and that the server selects.
 pub const WS_PROTOCOL: &str = "tether.v1";
@@ -142,13 +142,29 @@ impl<S: TokenSource> FromRequestParts<AppState> for AuthSession<S> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = S::token(parts)?;
         let claims = state.keys.verify(&token).map_err(|_| AuthFailure::InvalidToken)?;
-        let session = state.sessions.check(claims.sid, crate::store::now()).map_err(AuthFailure::Session)?;
+        let session = match state.sessions.check(claims.sid, crate::store::now()) {
+            // Signed by us but not known here: a session another node just created.
+            Err(SessionProblem::Unknown) => load_missing_session(state, claims.sid).await?,
+            known => known.map_err(AuthFailure::Session)?,
+        };
         if session.user_id != claims.sub {
             return Err(AuthFailure::InvalidToken);
         }
         tracing::Span::current().record("sid", tracing::field::display(claims.sid));
         Ok(AuthSession { claims, session, source: PhantomData })
     }
+}
+
+/// One (coalesced) read of a session the registry does not know, then the usual
+/// check. The only database read a request can cause, and only once per session.
+async fn load_missing_session(state: &AppState, id: SessionId) -> Result<Arc<SessionEntry>, AuthFailure> {
+    let loaded = state.misses.load(id, || state.store.find_session(id.0)).await.unwrap_or_else(|error| {
+        tracing::warn!(error = format!("{error:#}"), "cannot load an unknown session");
+        None
+    });
+    let record = loaded.ok_or(AuthFailure::Session(SessionProblem::Unknown))?;
+    state.sessions.remember(&record);
+    state.sessions.check(id, crate::store::now()).map_err(AuthFailure::Session)
 }
 
 /// An authenticated session whose token says `role: admin`.

@@ -4,10 +4,14 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 #[derive(Clone)]
 pub struct Passwords {
     argon: Arc<Argon2<'static>>,
+    /// One hash per core at a time: each takes the configured memory (19 MiB by
+    /// default), so a burst of logins must queue rather than multiply it.
+    running: Arc<Semaphore>,
     /// Verified against when the user does not exist, so that a wrong username costs
     /// as much time as a wrong password and timing does not reveal which it was.
     decoy_hash: Arc<str>,
@@ -19,10 +23,16 @@ impl Passwords {
             .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let decoy_hash = hash_with(&argon, "decoy password that no one has")?;
-        Ok(Passwords { argon: Arc::new(argon), decoy_hash: decoy_hash.into() })
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Ok(Passwords {
+            argon: Arc::new(argon),
+            running: Arc::new(Semaphore::new(cores)),
+            decoy_hash: decoy_hash.into(),
+        })
     }
 
     pub async fn hash(&self, password: String) -> anyhow::Result<String> {
+        let _turn = self.running.acquire().await?;
         let argon = self.argon.clone();
         tokio::task::spawn_blocking(move || hash_with(&argon, &password)).await?
     }
@@ -32,6 +42,7 @@ impl Passwords {
         let argon = self.argon.clone();
         let exists = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.decoy_hash.to_string());
+        let Ok(_turn) = self.running.acquire().await else { return false };
         let matched = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&stored)
                 .map(|parsed| argon.verify_password(password.as_bytes(), &parsed).is_ok())

@@ -69,11 +69,22 @@ async fn list_sessions(
         None => None,
     };
     let records = state.store.live_sessions_with_users(user_id.map(|id| id.0), store::now()).await?;
+    let mut elsewhere: std::collections::HashMap<uuid::Uuid, (u32, Vec<String>)> = Default::default();
+    for (session, node, sockets) in crate::cluster::sockets_elsewhere(&state).await? {
+        let counted = elsewhere.entry(session).or_default();
+        counted.0 += sockets.max(0) as u32;
+        counted.1.push(node);
+    }
     let sessions = records
         .into_iter()
         .filter_map(|record| {
             let live = state.sessions.get(SessionId(record.id));
-            let sockets = live.as_ref().map_or(0, |entry| entry.open_sockets() as u32);
+            let here = live.as_ref().map_or(0, |entry| entry.open_sockets() as u32);
+            let mut nodes = if here > 0 { vec![state.node_id.to_string()] } else { Vec::new() };
+            let (there, other_nodes) = elsewhere.remove(&record.id).unwrap_or_default();
+            nodes.extend(other_nodes);
+            nodes.sort();
+            let sockets = here + there;
             if query.online && sockets == 0 {
                 return None;
             }
@@ -86,7 +97,7 @@ async fn list_sessions(
                     .as_ref()
                     .map_or(record.last_seen_at, |entry| entry.last_seen_at().max(record.last_seen_at)),
                 sockets,
-                nodes: if sockets > 0 { vec![state.node_id.to_string()] } else { Vec::new() },
+                nodes,
             })
         })
         .collect();

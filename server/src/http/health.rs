@@ -45,7 +45,8 @@ async fn healthz() -> Json<Status> {
 )]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Status>> {
     match tokio::time::timeout(READY_PROBE_BOUND, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(Status { status: "ready" })),
+        Ok(Ok(())) if state.log.ready() => Ok(Json(Status { status: "ready" })),
+        Ok(Ok(())) => Err(ApiError::NotReady),
         Ok(Err(error)) => {
             tracing::warn!(error = format!("{error:#}"), "storage unreachable");
             Err(ApiError::NotReady)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, REVOCATION_CHANNEL};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -104,6 +104,16 @@ pub struct RevocationRecord<'a> {
     pub at: OffsetDateTime,
     pub kind: &'a str,
     pub reason: Option<&'a str>,
+    /// The node that answered the revoking call.
+    pub node_id: &'a str,
+}
+
+/// A revoked session as the revocation log gives it to a catching-up node.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoggedRevocation {
+    #[sqlx(flatten)]
+    pub session: SessionRecord,
+    pub revocation_seq: i64,
 }
 
 /// The outcome of presenting a refresh token.
@@ -147,8 +157,9 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> anyhow::Result<RefreshOutcome>;
 
-    /// Marks the live sessions in scope revoked and returns them as they now are.
-    /// Sessions revoked before are left untouched and not returned.
+    /// Marks the live sessions in scope revoked, logs the revocation (seq) and, with
+    /// PostgreSQL, announces it to the other nodes, in one transaction; returns the
+    /// sessions as they now are. Sessions revoked before are left untouched.
     async fn revoke_sessions(
         &self,
         scope: RevokeScope,
@@ -156,6 +167,32 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<Vec<SessionRecord>>;
 
     async fn find_session(&self, id: Uuid) -> anyhow::Result<Option<SessionRecord>>;
+
+    /// The seq of the newest revocation event (0: none yet).
+    async fn latest_revocation_seq(&self) -> anyhow::Result<i64>;
+
+    /// Sessions revoked by other nodes' events after `seq`, oldest first, at most `limit`.
+    async fn sessions_revoked_after(
+        &self,
+        seq: i64,
+        limit: i64,
+        other_than_node: &str,
+    ) -> anyhow::Result<Vec<LoggedRevocation>>;
+
+    /// Replaces this node's socket counts per session (PostgreSQL; nothing for SQLite).
+    async fn record_node_sockets(
+        &self,
+        node_id: &str,
+        counts: &[(Uuid, i32)],
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()>;
+
+    /// Other nodes' socket counts seen after `since`: (session, node, sockets).
+    async fn other_nodes_sockets(
+        &self,
+        node_id: &str,
+        since: OffsetDateTime,
+    ) -> anyhow::Result<Vec<(Uuid, String, i32)>>;
 
     /// Sessions whose tokens may still be presented: not past `expired_after`, and not
     /// revoked before `revoked_after`. The registry is loaded from these at start.

@@ -39,25 +39,25 @@ pub(super) const SESSION_BY_ID: &str = "SELECT id, user_id, created_at, expires_
      revoked_at, revoke_kind, revoke_reason FROM sessions WHERE id = $1";
 
 pub(super) const REVOKE_SESSION: &str = "UPDATE sessions \
-     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4 \
+     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4, revocation_seq = $5 \
      WHERE id = $1 AND revoked_at IS NULL \
      RETURNING id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
      revoked_at, revoke_kind, revoke_reason";
 
 pub(super) const REVOKE_USER_SESSIONS: &str = "UPDATE sessions \
-     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4 \
+     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4, revocation_seq = $5 \
      WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
      RETURNING id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
      revoked_at, revoke_kind, revoke_reason";
 
 pub(super) const REVOKE_USER_SESSIONS_EXCEPT: &str = "UPDATE sessions \
-     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4 \
-     WHERE user_id = $1 AND id <> $5 AND revoked_at IS NULL AND expires_at > $2 \
+     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4, revocation_seq = $5 \
+     WHERE user_id = $1 AND id <> $6 AND revoked_at IS NULL AND expires_at > $2 \
      RETURNING id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
      revoked_at, revoke_kind, revoke_reason";
 
 pub(super) const REVOKE_ALL_SESSIONS_EXCEPT: &str = "UPDATE sessions \
-     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4 \
+     SET revoked_at = $2, revoke_kind = $3, revoke_reason = $4, revocation_seq = $5 \
      WHERE id <> $1 AND revoked_at IS NULL AND expires_at > $2 \
      RETURNING id, user_id, created_at, expires_at, last_seen_at, user_agent, ip, \
      revoked_at, revoke_kind, revoke_reason";
@@ -86,6 +86,17 @@ pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_log (id, at, actor_id, 
 pub(super) const AUDIT_NEWEST: &str = "SELECT id, at, actor_id, actor_name, action, target_type, target_id, \
      reason, sessions_revoked, sockets_closed, until FROM audit_log ORDER BY seq DESC LIMIT $1";
 
+pub(super) const INSERT_REVOCATION_EVENT: &str =
+    "INSERT INTO revocation_events (at, kind, reason, node_id) VALUES ($1, $2, $3, $4) RETURNING seq";
+
+pub(super) const LATEST_REVOCATION_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM revocation_events";
+
+// A node skips its own events: it applied them itself, before it answered.
+pub(super) const SESSIONS_REVOKED_AFTER: &str = "SELECT s.id, s.user_id, s.created_at, s.expires_at, \
+     s.last_seen_at, s.user_agent, s.ip, s.revoked_at, s.revoke_kind, s.revoke_reason, s.revocation_seq \
+     FROM sessions s JOIN revocation_events e ON e.seq = s.revocation_seq \
+     WHERE s.revocation_seq > $1 AND e.node_id <> $3 ORDER BY s.revocation_seq LIMIT $2";
+
 pub(super) const SESSIONS_TO_REMEMBER: &str = "SELECT id, user_id, created_at, expires_at, last_seen_at, \
      user_agent, ip, revoked_at, revoke_kind, revoke_reason FROM sessions \
      WHERE expires_at > $1 AND (revoked_at IS NULL OR revoked_at > $2)";
@@ -97,9 +108,18 @@ pub(super) const LIVE_SESSIONS_OF_USER: &str = "SELECT id, user_id, created_at, 
 pub(super) const UPDATE_LAST_SEEN: &str =
     "UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2";
 
-/// Implements [`Store`](super::Store) for a struct with a `pool` field of a sqlx pool type.
+/// Implements [`Store`](super::Store) for a struct with a `pool` field of a sqlx pool
+/// type. The dialects differ only in what a revocation does around its statements:
+/// `before_revocation` (statements run first in its transaction) and
+/// `announce_revocation` (statements run last, bound to the event's seq); `extra`
+/// holds the trait's backend-specific methods.
 macro_rules! impl_store_over_pool {
-    ($store:ty) => {
+    (
+        $store:ty,
+        before_revocation: $before_revocation:expr,
+        announce_revocation: $announce_revocation:expr,
+        extra: { $($extra:item)* }
+    ) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn ping(&self) -> anyhow::Result<()> {
@@ -266,25 +286,64 @@ macro_rules! impl_store_over_pool {
                 scope: $crate::store::RevokeScope,
                 revocation: $crate::store::RevocationRecord<'_>,
             ) -> anyhow::Result<Vec<$crate::store::SessionRecord>> {
-                use $crate::store::RevokeScope;
                 use $crate::store::queries::*;
+                use $crate::store::RevokeScope;
                 let (sql, id, keep) = match scope {
                     RevokeScope::Session(id) => (REVOKE_SESSION, id, None),
                     RevokeScope::User(id) => (REVOKE_USER_SESSIONS, id, None),
                     RevokeScope::UserExcept { user, keep } => (REVOKE_USER_SESSIONS_EXCEPT, user, Some(keep)),
                     RevokeScope::AllExcept(keep) => (REVOKE_ALL_SESSIONS_EXCEPT, keep, None),
                 };
-                let query = sqlx::query_as(sql)
-                    .bind(id)
+                // The event, the sessions it revokes and the wake-up call commit together:
+                // a node that hears of it finds it, and one that missed it finds it later.
+                let mut tx = self.pool.begin().await?;
+                for statement in $before_revocation {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+                let (seq,): (i64,) = sqlx::query_as(INSERT_REVOCATION_EVENT)
                     .bind(revocation.at)
                     .bind(revocation.kind)
-                    .bind(revocation.reason);
+                    .bind(revocation.reason)
+                    .bind(revocation.node_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let query =
+                    sqlx::query_as(sql).bind(id).bind(revocation.at).bind(revocation.kind).bind(revocation.reason).bind(seq);
                 let query = match keep {
                     Some(keep) => query.bind(keep),
                     None => query,
                 };
-                Ok(query.fetch_all(&self.pool).await?)
+                let revoked: Vec<$crate::store::SessionRecord> = query.fetch_all(&mut *tx).await?;
+                if !revoked.is_empty() {
+                    for statement in $announce_revocation {
+                        sqlx::query(statement).bind(seq).execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(revoked)
             }
+
+            async fn latest_revocation_seq(&self) -> anyhow::Result<i64> {
+                let (seq,): (i64,) =
+                    sqlx::query_as($crate::store::queries::LATEST_REVOCATION_SEQ).fetch_one(&self.pool).await?;
+                Ok(seq)
+            }
+
+            async fn sessions_revoked_after(
+                &self,
+                seq: i64,
+                limit: i64,
+                other_than_node: &str,
+            ) -> anyhow::Result<Vec<$crate::store::LoggedRevocation>> {
+                Ok(sqlx::query_as($crate::store::queries::SESSIONS_REVOKED_AFTER)
+                    .bind(seq)
+                    .bind(limit)
+                    .bind(other_than_node)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            $($extra)*
 
             async fn find_session(
                 &self,

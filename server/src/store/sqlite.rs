@@ -24,4 +24,28 @@ impl SqliteStore {
     }
 }
 
-super::queries::impl_store_over_pool!(SqliteStore);
+// One writer at a time already orders the revocation log, and there is no other
+// node to tell.
+super::queries::impl_store_over_pool!(
+    SqliteStore,
+    before_revocation: [] as [&'static str; 0],
+    announce_revocation: [] as [&'static str; 0],
+    extra: {
+        async fn record_node_sockets(
+            &self,
+            _node_id: &str,
+            _counts: &[(uuid::Uuid, i32)],
+            _now: time::OffsetDateTime,
+        ) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        async fn other_nodes_sockets(
+            &self,
+            _node_id: &str,
+            _since: time::OffsetDateTime,
+        ) -> anyhow::Result<Vec<(uuid::Uuid, String, i32)>> {
+            Ok(Vec::new())
+        }
+    }
+);

@@ -1,0 +1,66 @@
+//! `loadgen`: puts a Tether server on this machine under WebSocket and HTTP load and
+//! reports what it measured as HDR percentiles.
+//!
+//! Scenarios (one subcommand each, see `README.md`): `connect` (authenticated
+//! sockets held open), `play` (rooms, inputs, snapshots, pings), `revoke` (admin
+//! revocation fan-out to close frames) and `http` (`GET /api/me`, optionally against
+//! `GET /healthz`). Every run is bounded in count and in time, and only ever talks to
+//! a loopback address.
+//!
+//! Modules: [`cli`] flags, [`target`] the loopback-only server address and source
+//! addresses, [`api`] the HTTP calls, [`bots`] accounts and logins, [`conn`] one
+//! WebSocket connection, [`stats`] histograms and counters, [`report`] the summary
+//! table and the JSON file, [`plot`] the SVG chart, [`progress`] the progress bars,
+//! [`scenario`] the four scenarios.
+
+mod api;
+mod bots;
+mod cli;
+mod conn;
+mod plot;
+mod progress;
+mod report;
+mod scenario;
+mod stats;
+mod target;
+
+use clap::Parser as _;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let open_files = raise_open_file_limit();
+    match scenario::run(cli, open_files).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one: every socket is a descriptor,
+/// and the usual soft limit (1024) would end a run long before the ports do.
+fn raise_open_file_limit() -> u64 {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).ok();
+    let raised = before.and_then(|(_, hard)| rlimit::increase_nofile_limit(hard).ok());
+    match (before, raised) {
+        (Some((soft, hard)), Some(now)) => {
+            if now > soft {
+                eprintln!("open-file limit: {now} (raised from {soft}; hard limit {hard})");
+            } else {
+                eprintln!("open-file limit: {now} (hard limit {hard})");
+            }
+            now
+        }
+        (Some((soft, hard)), None) => {
+            eprintln!("open-file limit: {soft} (could not raise it to the hard limit {hard})");
+            soft
+        }
+        _ => {
+            eprintln!("open-file limit: unknown");
+            0
+        }
+    }
+}

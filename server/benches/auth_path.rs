@@ -1,0 +1,66 @@
+//! The per-request hot path: the access token's signature and claims, then the
+//! registry's answer for its session, alone and together (what the `AuthSession`
+//! extractor and the upgrade handler pay before any handler runs).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::Duration;
+use tether::auth::jwt::TokenKeys;
+use tether::sessions::SessionRegistry;
+use tether::store::SessionRecord;
+use tether_shared::api::Role;
+use tether_shared::{SessionId, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Sessions in the registry: a busy node's worth.
+const SESSIONS: usize = 10_000;
+
+fn live_record(now: OffsetDateTime) -> SessionRecord {
+    SessionRecord {
+        id: Uuid::new_v4(),
+        user_id: Uuid::new_v4(),
+        created_at: now,
+        expires_at: now + Duration::from_secs(30 * 24 * 3600),
+        last_seen_at: now,
+        user_agent: None,
+        ip: None,
+        revoked_at: None,
+        revoke_kind: None,
+        revoke_reason: None,
+    }
+}
+
+fn auth_path(c: &mut Criterion) {
+    let keys = TokenKeys::new(&[7u8; 32], "tether", "tether", Duration::from_secs(900), 30)
+        .expect("a 32-byte secret and a crypto backend");
+    let now = tether::store::now();
+    let registry = SessionRegistry::new();
+    let records: Vec<SessionRecord> = (0..SESSIONS).map(|_| live_record(now)).collect();
+    for record in &records {
+        registry.remember(record);
+    }
+    let mine = &records[SESSIONS / 2];
+    let sid = SessionId(mine.id);
+    let token = keys
+        .issue(UserId(mine.user_id), sid, Role::Player, "alice", now.unix_timestamp())
+        .expect("issuing a token");
+
+    let mut group = c.benchmark_group("auth_path");
+    group.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group.bench_function("verify", |b| b.iter(|| keys.verify(black_box(&token)).expect("a valid token")));
+    group.bench_function("check_10k_sessions", |b| {
+        b.iter(|| registry.check(black_box(sid), now).is_ok_and(|entry| entry.id == sid))
+    });
+    // As the extractor does it: the clock read per request, the token's user matched.
+    group.bench_function("verify_and_check", |b| {
+        b.iter(|| {
+            let claims = keys.verify(black_box(&token)).expect("a valid token");
+            registry.check(claims.sid, tether::store::now()).is_ok_and(|entry| entry.user_id == claims.sub)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, auth_path);
+criterion_main!(benches);
