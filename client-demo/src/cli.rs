@@ -156,6 +156,10 @@ pub struct PlayArgs {
     /// Handshakes and joins in flight at once.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
+    /// Join no room and send no input: each socket only pings once a second (the
+    /// ping/pong latency of many connected but idle players).
+    #[arg(long)]
+    pub pings_only: bool,
     #[command(flatten)]
     pub common: Common,
 }

@@ -1,6 +1,11 @@
 //! The `tether` binary: parse the command line, then serve, create a user, or migrate.
 
 use clap::Parser as _;
+
+/// Thousands of long-lived sockets, each set up by short-lived allocations (the
+/// handshake, the token): glibc's per-thread arenas keep the holes, mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::Read as _;
 use tether::App;
 use tether::auth::passwords::Passwords;

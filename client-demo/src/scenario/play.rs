@@ -63,10 +63,13 @@ struct Shared {
     /// Ping `t` is microseconds since this instant.
     epoch: Instant,
     hz: f64,
+    /// No room, no inputs: pings only.
+    pings_only: bool,
 }
 
 pub async fn run(ctx: &Ctx<'_>, args: &PlayArgs, open_files: u64) -> anyhow::Result<Report> {
-    if !(args.hz > 0.0 && args.hz <= 1000.0) {
+    let hz_in_range = args.hz > 0.0 && args.hz <= 1000.0;
+    if !args.pings_only && !hz_in_range {
         bail!("--hz must be above 0 and at most 1000");
     }
     check_open_files(args.players, open_files);
@@ -79,6 +82,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &PlayArgs, open_files: u64) -> anyhow::Res
         stop: CancellationToken::new(),
         epoch: Instant::now(),
         hz: args.hz,
+        pings_only: args.pings_only,
     };
     let totals = shared.totals.clone();
 
@@ -188,6 +192,9 @@ async fn join(
     let opened = conn::open(target, token, patience).await?;
     shared.latencies.welcome.record(opened.time_to_welcome);
     let mut ws = opened.ws;
+    if shared.pings_only {
+        return Ok((ws, 0));
+    }
     let deadline = opened.welcomed_at + patience;
     let asked = Instant::now();
     conn::send(&mut ws, &ClientMessage::Join { room: Some(room.to_owned()) })
@@ -290,7 +297,12 @@ impl<'a> Player<'a> {
 
     /// Plays until `stop` (`None`) or until the socket ends (`Some(kind)`).
     async fn run(&mut self, ws: &mut Ws) -> Option<String> {
-        let period = Duration::from_secs_f64(1.0 / self.shared.hz);
+        // Pings only: an input timer that never fires within any bounded run.
+        let period = if self.shared.pings_only {
+            Duration::from_secs(365 * 86_400)
+        } else {
+            Duration::from_secs_f64(1.0 / self.shared.hz)
+        };
         // Random phases, so that players do not all send in the same instant.
         let mut inputs = tokio::time::interval_at(Instant::now() + period.mul_f64(rand::random()), period);
         inputs.set_missed_tick_behavior(MissedTickBehavior::Skip);

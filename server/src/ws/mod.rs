@@ -17,9 +17,11 @@ use axum::routing::get;
 use std::net::SocketAddr;
 use tracing::Instrument as _;
 
-/// Read buffer per socket. Game frames are small; tungstenite's default (128 KiB,
-/// zero-filled) would cost more than everything else a socket holds.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer per socket. Client frames are small (an input is ~50 bytes), and the
+/// buffer is zero-filled on first read, so every byte of it is resident for the life
+/// of an idle socket; tungstenite's default (128 KiB) would dwarf everything else. A
+/// larger message still arrives: the buffer grows for it.
+const READ_BUFFER_BYTES: usize = 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))

@@ -81,7 +81,9 @@ pub(super) async fn run(mut socket: WebSocket, auth: AuthSession<UpgradeToken>, 
     let mut allowance = (config.ws_messages_per_second > 0)
         .then(|| TokenBucket::new(config.ws_message_burst.max(1), config.ws_messages_per_second as f32));
     let ping_every = config.ws_ping_interval;
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    // A random phase: sockets opened in a burst must not all be pinged in one burst.
+    let first_ping = ping_every.mul_f32(rand::random_range(0.5..1.5));
+    let mut ping = tokio::time::interval_at(Instant::now() + first_ping, ping_every);
     let mut heard_at = Instant::now();
 
     let end = loop {
@@ -107,7 +109,9 @@ pub(super) async fn run(mut socket: WebSocket, auth: AuthSession<UpgradeToken>, 
                     Err(SocketEnd::Close(close::POLICY, "message rate exceeded".into()))
                 } else {
                     match incoming {
-                        Some(Ok(Message::Text(text))) => player.handle(&text, &state).await,
+                        // Boxed: handling a message (a room join waits on the room) is a
+                        // large future, and inline it would sit in every idle socket's task.
+                        Some(Ok(Message::Text(text))) => Box::pin(player.handle(&text, &state)).await,
                         Some(Ok(Message::Binary(_))) => player.bad(BadMessage("binary frames are not used: send JSON text")),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
                         Some(Ok(Message::Close(_))) => Err(SocketEnd::PeerClosed),
