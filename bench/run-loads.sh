@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The load generator's scenarios against a fresh release server each, on loopback.
 # Usage: bench/run-loads.sh [scenario...]   (default: all; outputs in bench/results/)
-# Scenarios: http upgrades revoke-one revoke-all pings play play-small-rooms play-1000
+# Scenarios: http upgrades revoke-one revoke-all revoke-1000 pings play play-small-rooms play-1000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p tether -p tether-loadgen
@@ -71,6 +71,11 @@ for scenario in $scenarios; do
         revoke-all)
             start_server
             run revoke-all revoke --sockets 10000 --sessions 100 --all \
+                --admin-password-file "$work/tether.db.admin-password"
+            stop_server ;;
+        revoke-1000)
+            start_server
+            run revoke-1000 revoke --sockets 1000 --sessions 100 --all \
                 --admin-password-file "$work/tether.db.admin-password"
             stop_server ;;
         pings)

@@ -185,6 +185,11 @@ pub struct RevokeArgs {
     /// Reason sent with the revocations.
     #[arg(long, default_value = "loadgen")]
     pub reason: String,
+    /// Servers the sockets connect to, in turn (comma-separated; default: --target):
+    /// several nodes of one cluster, with the revoke answered by --target. Each gets
+    /// its own close-latency line.
+    #[arg(long, value_delimiter = ',')]
+    pub socket_targets: Vec<String>,
     #[command(flatten)]
     pub common: Common,
 }

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 struct SocketEnd {
     index: u32,
     session: usize,
+    /// Which of the socket targets it connected to.
+    node: usize,
     opened: bool,
     closed: Option<Closed>,
 }
@@ -60,10 +62,19 @@ pub async fn run(ctx: &Ctx<'_>, args: &RevokeArgs, open_files: u64) -> anyhow::R
         }
     });
     let patience = args.common.connect_timeout;
+    let socket_targets: Vec<Arc<crate::target::Target>> = if args.socket_targets.is_empty() {
+        vec![ctx.target.clone()]
+    } else {
+        args.socket_targets
+            .iter()
+            .map(|text| crate::target::Target::parse(text, &ctx.common.source_ips).map(Arc::new))
+            .collect::<anyhow::Result<_>>()?
+    };
     let tasks = open_paced(args.sockets, 0.0, args.concurrency, |index, permit| {
         let session = index as usize % sessions.len();
+        let node = index as usize % socket_targets.len();
         let token = sessions[session].token.clone();
-        let (target, failures) = (ctx.target.clone(), ctx.failures.clone());
+        let (target, failures) = (socket_targets[node].clone(), ctx.failures.clone());
         let (welcome, counts, stop, bar) = (welcome.clone(), counts.clone(), stop.clone(), bar.clone());
         async move {
             let opened = conn::open(&target, &token, patience).await;
@@ -74,7 +85,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &RevokeArgs, open_files: u64) -> anyhow::R
                 Err(kind) => {
                     failures.add(kind);
                     counts.failed.fetch_add(1, Ordering::Relaxed);
-                    return SocketEnd { index, session, opened: false, closed: None };
+                    return SocketEnd { index, session, node, opened: false, closed: None };
                 }
             };
             welcome.record(socket.time_to_welcome);
@@ -85,7 +96,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &RevokeArgs, open_files: u64) -> anyhow::R
                 counts.closed.fetch_add(1, Ordering::Relaxed);
                 conn::finish_after_close(&mut socket.ws, Duration::from_secs(2)).await;
             }
-            SocketEnd { index, session, opened: true, closed }
+            SocketEnd { index, session, node, opened: true, closed }
         }
     })
     .await;
@@ -185,6 +196,20 @@ pub async fn run(ctx: &Ctx<'_>, args: &RevokeArgs, open_files: u64) -> anyhow::R
     report.figure("  received after the HTTP answer", tally.after_answer, "");
     report.figure("first request to last close", (last_close - revoke_started).as_secs_f64(), "s");
     report.latency("revoke sent -> close frame", close_latency.snapshot());
+    if socket_targets.len() > 1 {
+        for (node, target) in socket_targets.iter().enumerate() {
+            let on_node = SharedHist::default();
+            for end in ends.iter().filter(|end| end.node == node) {
+                let sent = requests[end.session].sent;
+                if let (Some(sent), Some(closed)) = (sent, &end.closed)
+                    && let Some(latency) = closed.at.checked_duration_since(sent)
+                {
+                    on_node.record(latency);
+                }
+            }
+            report.latency(&format!("  on {}", target.base), on_node.snapshot());
+        }
+    }
     report.latency("revoke sent -> HTTP answer", request_latency.snapshot());
     report.latency("time to welcome", welcome.snapshot());
     Ok(report)
@@ -259,6 +284,7 @@ mod tests {
             Some(Closed { at: at(ms), code: Some(code), reason: reason.to_owned() })
         };
         let end = |index: u32, session: usize, closed: Option<Closed>| SocketEnd {
+            node: 0,
             index,
             session,
             opened: true,
@@ -275,7 +301,7 @@ mod tests {
             end(3, 0, closed(5, 4001, "revoked")),
             end(4, 0, None),
             end(5, 1, None),
-            SocketEnd { index: 6, session: 0, opened: false, closed: None },
+            SocketEnd { index: 6, session: 0, node: 0, opened: false, closed: None },
         ];
         let mut report = Report::new("revoke", serde_json::Value::Null);
         let latencies = SharedHist::default();
