@@ -29,6 +29,8 @@ use tether_shared::ws::{
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+/// How long a closing socket leaves the peer's close reply unread.
+const LINGER_GRACE: Duration = Duration::from_millis(250);
 /// How long a closing socket waits for the peer's close reply before dropping it.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// How long a close of the server's own (shutdown, policy, a refused upgrade) may
@@ -294,6 +296,9 @@ async fn write_close(socket: &mut WebSocket, code: u16, reason: &str, patience: 
 /// Reads (and ignores) until the peer answers the close or the linger ends, so the
 /// connection ends with a FIN after our close frame, not a reset that could discard it.
 async fn linger(mut socket: WebSocket) {
+    // Let the peer's answer wait in the kernel a moment: in a mass revocation the
+    // cores are better spent writing the other sockets' close frames first.
+    tokio::time::sleep(LINGER_GRACE).await;
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while let Some(Ok(message)) = socket.recv().await {
             if matches!(message, Message::Close(_)) {
