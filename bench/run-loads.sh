@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The load generator's scenarios against a fresh release server each, on loopback.
 # Usage: bench/run-loads.sh [scenario...]   (default: all; outputs in bench/results/)
-# Scenarios: http upgrades revoke-one revoke-all revoke-1000 pings play play-small-rooms play-1000
+# Scenarios: http upgrades revoke-one revoke-all revoke-1000 revoke-100-one-session pings play play-small-rooms play-1000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p tether -p tether-loadgen
@@ -71,6 +71,12 @@ for scenario in $scenarios; do
         revoke-all)
             start_server
             run revoke-all revoke --sockets 10000 --sessions 100 --all \
+                --admin-password-file "$work/tether.db.admin-password"
+            stop_server ;;
+        revoke-100-one-session)
+            # Issue 2's figure: one session with 100 open sockets, revoked by an admin.
+            start_server
+            run revoke-100-one-session revoke --sockets 100 --sessions 1 --rate 1 \
                 --admin-password-file "$work/tether.db.admin-password"
             stop_server ;;
         revoke-1000)
