@@ -253,15 +253,14 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc::Receiver;
 
-    fn member(player: u32, name: &str) -> (NewMember, Receiver<axum::extract::ws::Utf8Bytes>) {
-        let (outbox, queued) = Outbox::new(64, 100);
-        (NewMember { player, name: name.into(), outbox: Arc::new(outbox) }, queued)
+    fn member(player: u32, name: &str) -> (NewMember, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(64, 100));
+        (NewMember { player, name: name.into(), outbox: outbox.clone() }, outbox)
     }
 
-    async fn next(queued: &mut Receiver<axum::extract::ws::Utf8Bytes>) -> serde_json::Value {
-        let frame = tokio::time::timeout(Duration::from_secs(2), queued.recv()).await.unwrap().unwrap();
+    async fn next(queued: &mut Arc<Outbox>) -> serde_json::Value {
+        let frame = tokio::time::timeout(Duration::from_secs(2), queued.next()).await.unwrap();
         serde_json::from_str(frame.as_str()).unwrap()
     }
 

@@ -1,60 +1,88 @@
 //! A socket's bounded outbound queue, shared by the socket task and the room that
 //! fans out to it. Frames are `Utf8Bytes`, so one serialized snapshot is handed to
 //! every member as the same bytes.
+//!
+//! It is a plain `VecDeque` behind a lock rather than a channel: an idle socket's
+//! queue then holds no memory at all (a tokio channel allocates its first block of
+//! 32 slots up front), and thousands of idle sockets are the common case.
 
 use axum::extract::ws::Utf8Bytes;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use tether_shared::ws::ServerMessage;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 pub struct Outbox {
-    frames: mpsc::Sender<Utf8Bytes>,
+    frames: Mutex<VecDeque<Utf8Bytes>>,
+    capacity: usize,
+    /// Wakes the socket task when a frame is queued or the consumer is found slow.
+    wake: Notify,
     /// Frames dropped in a row because the queue was full; reset by any frame that fits.
     consecutive_drops: AtomicU32,
     /// Past this many drops in a row the consumer counts as slow and is closed (1008).
     drop_limit: u32,
-    slow: CancellationToken,
+    slow: AtomicBool,
 }
 
 impl Outbox {
-    pub fn new(capacity: usize, drop_limit: u32) -> (Outbox, mpsc::Receiver<Utf8Bytes>) {
-        let (frames, queued) = mpsc::channel(capacity.max(2));
-        let outbox = Outbox {
-            frames,
+    pub fn new(capacity: usize, drop_limit: u32) -> Outbox {
+        Outbox {
+            frames: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(2),
+            wake: Notify::new(),
             consecutive_drops: AtomicU32::new(0),
             drop_limit,
-            slow: CancellationToken::new(),
-        };
-        (outbox, queued)
+            slow: AtomicBool::new(false),
+        }
+    }
+
+    fn frames(&self) -> MutexGuard<'_, VecDeque<Utf8Bytes>> {
+        // Nothing panics while holding this lock; recover rather than poison the socket.
+        self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues a frame without waiting. A full queue drops it: a snapshot that could
     /// not be sent is superseded by the next one anyway, and a sender (the room's
     /// tick) is never held up by one slow reader.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        match self.frames.try_send(frame) {
-            Ok(()) => {
-                self.consecutive_drops.store(0, Ordering::Relaxed);
-                true
+        let mut frames = self.frames();
+        if frames.len() >= self.capacity {
+            drop(frames);
+            if self.consecutive_drops.fetch_add(1, Ordering::Relaxed) + 1 > self.drop_limit {
+                self.slow.store(true, Ordering::Release);
+                self.wake.notify_one();
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.consecutive_drops.fetch_add(1, Ordering::Relaxed) + 1 > self.drop_limit {
-                    self.slow.cancel();
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            return false;
         }
+        frames.push_back(frame);
+        drop(frames);
+        self.consecutive_drops.store(0, Ordering::Relaxed);
+        self.wake.notify_one();
+        true
     }
 
     pub fn push_message(&self, message: &ServerMessage) -> bool {
         self.push(frame(message))
     }
 
+    /// The next queued frame, waiting for one. Cancel-safe: a frame stays queued
+    /// until it is returned.
+    pub async fn next(&self) -> Utf8Bytes {
+        loop {
+            if let Some(frame) = self.frames().pop_front() {
+                return frame;
+            }
+            // A notification sent before this wait is kept as a permit, so none is lost.
+            self.wake.notified().await;
+        }
+    }
+
     /// Completes once the consumer has stayed too slow.
     pub async fn too_slow(&self) {
-        self.slow.cancelled().await
+        while !self.slow.load(Ordering::Acquire) {
+            self.wake.notified().await;
+        }
     }
 }
 
@@ -66,20 +94,24 @@ pub fn frame(message: &ServerMessage) -> Utf8Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt as _;
 
     #[tokio::test]
     async fn a_consumer_that_stays_behind_is_declared_slow() {
-        let (outbox, mut queued) = Outbox::new(2, 3);
+        let outbox = Outbox::new(2, 3);
         assert!(outbox.push("a".into()) && outbox.push("b".into()));
         for _ in 0..3 {
             assert!(!outbox.push("dropped".into()));
         }
-        assert!(!outbox.slow.is_cancelled(), "within the allowance");
-        assert_eq!(queued.recv().await.unwrap().as_str(), "a");
+        assert!(!outbox.slow.load(Ordering::Acquire), "within the allowance");
+        assert_eq!(outbox.next().await.as_str(), "a");
         assert!(outbox.push("c".into()), "a frame that fits resets the count");
         for _ in 0..4 {
             outbox.push("dropped".into());
         }
-        assert!(outbox.slow.is_cancelled());
+        assert!(outbox.too_slow().now_or_never().is_some());
+        assert_eq!(outbox.next().await.as_str(), "b");
+        assert_eq!(outbox.next().await.as_str(), "c");
+        assert!(outbox.next().now_or_never().is_none(), "empty: waits");
     }
 }

@@ -64,8 +64,7 @@ pub(super) async fn run(mut socket: WebSocket, auth: AuthSession<UpgradeToken>, 
         Err(problem) => return refuse(socket, problem.close_code(), &problem.close_reason()).await,
     };
     let config = &state.config;
-    let (outbox, mut queued) = Outbox::new(config.ws_outbound_queue, config.ws_slow_consumer_drops);
-    let outbox = Arc::new(outbox);
+    let outbox = Arc::new(Outbox::new(config.ws_outbound_queue, config.ws_slow_consumer_drops));
     outbox.push_message(&ServerMessage::Welcome {
         session_id: auth.claims.sid,
         user: UserView { id: auth.claims.sub, username: auth.claims.name.clone(), role: auth.claims.role },
@@ -94,7 +93,7 @@ pub(super) async fn run(mut socket: WebSocket, auth: AuthSession<UpgradeToken>, 
             order = &mut close_order => Err(order.map_or(SocketEnd::Gone, SocketEnd::Ordered)),
             _ = state.shutdown.cancelled() => Err(SocketEnd::Close(close::GOING_AWAY, shutdown_reason())),
             _ = outbox.too_slow() => Err(SocketEnd::Close(close::POLICY, "slow consumer".into())),
-            Some(frame) = queued.recv() => send_unless_closed(&mut socket, &mut close_order, &outbox, Message::Text(frame)).await,
+            frame = outbox.next() => send_unless_closed(&mut socket, &mut close_order, &outbox, Message::Text(frame)).await,
             _ = ping.tick() => {
                 if heard_at.elapsed() > ping_every * 2 {
                     // A dead peer: there is no one to send a close frame to.
