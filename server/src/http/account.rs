@@ -1,6 +1,7 @@
 //! The caller's own account: who am I, my sessions, revoke one of them.
 
 use super::ApiPath;
+use super::openapi::responses::BearerErrors;
 use crate::app::AppState;
 use crate::auth::AuthSession;
 use crate::error::{ApiError, ApiResult};
@@ -29,8 +30,8 @@ pub fn router() -> Router<AppState> {
     tag = "account",
     security(("bearer" = [])),
     responses(
+        BearerErrors,
         (status = 200, description = "who the token belongs to", body = MeResponse),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
     )
 )]
 /// Answered from the token and the registry alone.
@@ -51,8 +52,8 @@ async fn me(auth: AuthSession) -> Json<MeResponse> {
     tag = "account",
     security(("bearer" = [])),
     responses(
+        BearerErrors,
         (status = 200, description = "the caller's live sessions", body = OwnSessionsResponse),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
     )
 )]
 async fn list_sessions(
@@ -89,8 +90,8 @@ async fn list_sessions(
     params(("sid" = Uuid, Path, description = "a session of the caller")),
     security(("bearer" = [])),
     responses(
+        BearerErrors,
         (status = 204, description = "revoked"),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
         (status = 404, description = "not one of the caller's sessions", body = ErrorBody),
     )
 )]

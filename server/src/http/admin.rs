@@ -1,6 +1,7 @@
 //! `/api/admin/*`: what an operator does to other people's sessions, and the audit
 //! trail that remembers who did it.
 
+use super::openapi::responses::{AdminErrors, BodyErrors};
 use super::{ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::auth::{AdminSession, AuthSession};
@@ -50,10 +51,9 @@ pub(super) struct SessionsQuery {
     params(SessionsQuery),
     security(("bearer" = [])),
     responses(
+        AdminErrors,
         (status = 200, description = "live sessions", body = AdminSessionsResponse),
         (status = 400, description = "bad query", body = ErrorBody),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
     )
 )]
 async fn list_sessions(
@@ -111,14 +111,10 @@ async fn list_sessions(
     params(("sid" = Uuid, Path)), request_body = RevokeRequest,
     security(("bearer" = [])),
     responses(
+        AdminErrors,
+        BodyErrors,
         (status = 200, description = "revoked (zero counts if it already was)", body = RevokeResponse),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such session", body = ErrorBody),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
-        (status = 413, description = "body too large", body = ErrorBody),
-        (status = 415, description = "not JSON", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all, fields(target = %sid))]
@@ -145,14 +141,10 @@ async fn revoke_session(
     params(("uid" = Uuid, Path)), request_body = RevokeRequest,
     security(("bearer" = [])),
     responses(
+        AdminErrors,
+        BodyErrors,
         (status = 200, description = "every session of the user revoked (close 4004)", body = RevokeResponse),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
-        (status = 413, description = "body too large", body = ErrorBody),
-        (status = 415, description = "not JSON", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all, fields(target = %uid))]
@@ -176,14 +168,10 @@ async fn kick_user(
     params(("uid" = Uuid, Path)), request_body = BanRequest,
     security(("bearer" = [])),
     responses(
+        AdminErrors,
+        BodyErrors,
         (status = 200, description = "banned; every session revoked (close 4003)", body = RevokeResponse),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
-        (status = 413, description = "body too large", body = ErrorBody),
-        (status = 415, description = "not JSON", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody),
     )
 )]
 /// An admin cannot ban themselves. That also means the last admin can never be
@@ -228,9 +216,8 @@ async fn ban_user(
     params(("uid" = Uuid, Path)),
     security(("bearer" = [])),
     responses(
+        AdminErrors,
         (status = 204, description = "not banned (any more)"),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody),
     )
 )]
@@ -254,13 +241,9 @@ async fn unban_user(
     request_body = RevokeRequest,
     security(("bearer" = [])),
     responses(
+        AdminErrors,
+        BodyErrors,
         (status = 200, description = "every session but the caller's revoked", body = RevokeResponse),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
-        (status = 413, description = "body too large", body = ErrorBody),
-        (status = 415, description = "not JSON", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody),
     )
 )]
 /// Every session but the caller's own, so the operator keeps the console.
@@ -294,10 +277,9 @@ const AUDIT_MAX_LIMIT: i64 = 1000;
     params(AuditQuery),
     security(("bearer" = [])),
     responses(
+        AdminErrors,
         (status = 200, description = "newest first", body = AuditResponse),
         (status = 400, description = "bad query", body = ErrorBody),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
-        (status = 403, description = "not an admin", body = ErrorBody),
     )
 )]
 async fn audit_trail(

@@ -1,5 +1,6 @@
 //! `/api/auth/*`: register, log in, refresh with rotation, log out.
 
+use super::openapi::responses::{BearerErrors, BodyErrors};
 use super::{ApiJson, no_content_with};
 use crate::app::AppState;
 use crate::auth::AuthSession;
@@ -41,13 +42,10 @@ const MAX_USER_AGENT_CHARS: usize = 256;
     tag = "auth",
     request_body = CredentialsRequest,
     responses(
+        BodyErrors,
         (status = 201, description = "created", body = RegisterResponse),
         (status = 409, description = "username taken", body = ErrorBody),
         (status = 429, description = "rate limited", body = ErrorBody),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
-        (status = 413, description = "body too large", body = ErrorBody),
-        (status = 415, description = "not JSON", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody),
     )
 )]
 async fn register(
@@ -85,14 +83,11 @@ async fn register(
     tag = "auth",
     request_body = CredentialsRequest,
     responses(
+        BodyErrors,
         (status = 200, description = "a token pair; the refresh token is also set as the tether_refresh cookie", body = TokenPairResponse),
         (status = 401, description = "wrong username or password", body = ErrorBody),
         (status = 403, description = "banned", body = ErrorBody),
         (status = 429, description = "rate limited", body = ErrorBody),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
-        (status = 413, description = "body too large", body = ErrorBody),
-        (status = 415, description = "not JSON", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -215,8 +210,8 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     tag = "auth",
     security(("bearer" = [])),
     responses(
+        BearerErrors,
         (status = 204, description = "this session revoked; the cookie cleared"),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
     )
 )]
 async fn logout(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Response> {
@@ -230,8 +225,8 @@ async fn logout(State(state): State<AppState>, auth: AuthSession) -> ApiResult<R
     tag = "auth",
     security(("bearer" = [])),
     responses(
+        BearerErrors,
         (status = 204, description = "every session of this user revoked"),
-        (status = 401, description = "missing, invalid or revoked token", body = ErrorBody),
     )
 )]
 async fn logout_all(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Response> {

@@ -106,3 +106,46 @@ fn admin_page() {}
     ))]
 #[allow(dead_code)]
 fn admin_asset() {}
+
+/// Response sets shared by many routes, so that each route lists only its own.
+/// Documentation only: the handlers answer with `ApiError`, these are never built.
+#[allow(dead_code)]
+pub(super) mod responses {
+    use tether_shared::api::ErrorBody;
+
+    /// What any Bearer route may answer for its token.
+    #[derive(utoipa::IntoResponses)]
+    pub enum BearerErrors {
+        /// missing, invalid or revoked token
+        #[response(status = 401)]
+        Unauthorized(#[to_schema] ErrorBody),
+    }
+
+    /// What any admin route may answer for its token.
+    #[derive(utoipa::IntoResponses)]
+    pub enum AdminErrors {
+        /// missing, invalid or revoked token
+        #[response(status = 401)]
+        Unauthorized(#[to_schema] ErrorBody),
+        /// not an admin
+        #[response(status = 403)]
+        Forbidden(#[to_schema] ErrorBody),
+    }
+
+    /// What any route with a JSON body may answer for the body.
+    #[derive(utoipa::IntoResponses)]
+    pub enum BodyErrors {
+        /// malformed JSON
+        #[response(status = 400)]
+        Malformed(#[to_schema] ErrorBody),
+        /// body too large
+        #[response(status = 413)]
+        TooLarge(#[to_schema] ErrorBody),
+        /// not JSON
+        #[response(status = 415)]
+        NotJson(#[to_schema] ErrorBody),
+        /// invalid fields
+        #[response(status = 422)]
+        InvalidFields(#[to_schema] ErrorBody),
+    }
+}
