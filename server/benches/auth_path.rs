@@ -17,18 +17,7 @@ use uuid::Uuid;
 const SESSIONS: usize = 10_000;
 
 fn live_record(now: OffsetDateTime) -> SessionRecord {
-    SessionRecord {
-        id: Uuid::new_v4(),
-        user_id: Uuid::new_v4(),
-        created_at: now,
-        expires_at: now + Duration::from_secs(30 * 24 * 3600),
-        last_seen_at: now,
-        user_agent: None,
-        ip: None,
-        revoked_at: None,
-        revoke_kind: None,
-        revoke_reason: None,
-    }
+    SessionRecord::new_live(Uuid::new_v4(), now, Duration::from_secs(30 * 24 * 3600), None, None)
 }
 
 fn auth_path(c: &mut Criterion) {

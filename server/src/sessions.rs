@@ -449,19 +449,7 @@ mod tests {
     use super::*;
 
     fn record(expires_in: Duration) -> SessionRecord {
-        let now = crate::store::now();
-        SessionRecord {
-            id: uuid::Uuid::new_v4(),
-            user_id: uuid::Uuid::new_v4(),
-            created_at: now,
-            expires_at: now + expires_in,
-            last_seen_at: now,
-            user_agent: None,
-            ip: None,
-            revoked_at: None,
-            revoke_kind: None,
-            revoke_reason: None,
-        }
+        SessionRecord::new_live(uuid::Uuid::new_v4(), crate::store::now(), expires_in, None, None)
     }
 
     fn revoked(mut record: SessionRecord, kind: RevokeKind, reason: Option<&str>) -> SessionRecord {

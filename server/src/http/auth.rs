@@ -114,18 +114,13 @@ async fn login(
         .and_then(|value| value.to_str().ok())
         .map(|agent| agent.chars().take(MAX_USER_AGENT_CHARS).collect());
     let now = store::now();
-    let session = SessionRecord {
-        id: uuid::Uuid::new_v4(),
-        user_id: user.id,
-        created_at: now,
-        expires_at: now + state.config.session_ttl,
-        last_seen_at: now,
+    let session = SessionRecord::new_live(
+        user.id,
+        now,
+        state.config.session_ttl,
         user_agent,
-        ip: Some(peer.ip().to_string()),
-        revoked_at: None,
-        revoke_kind: None,
-        revoke_reason: None,
-    };
+        Some(peer.ip().to_string()),
+    );
     let (refresh_token, refresh_hash) = refresh::generate();
     state.store.create_session(&session, &refresh_hash).await?;
     state.sessions.remember(&session);

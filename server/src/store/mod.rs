@@ -37,6 +37,30 @@ pub struct SessionRecord {
     pub revoke_reason: Option<String>,
 }
 
+impl SessionRecord {
+    /// A new session of `user_id`, live from `now` for `lifetime`, with a fresh id.
+    pub fn new_live(
+        user_id: Uuid,
+        now: OffsetDateTime,
+        lifetime: std::time::Duration,
+        user_agent: Option<String>,
+        ip: Option<String>,
+    ) -> SessionRecord {
+        SessionRecord {
+            id: Uuid::new_v4(),
+            user_id,
+            created_at: now,
+            expires_at: now + lifetime,
+            last_seen_at: now,
+            user_agent,
+            ip,
+            revoked_at: None,
+            revoke_kind: None,
+            revoke_reason: None,
+        }
+    }
+}
+
 pub struct NewUser<'a> {
     pub id: Uuid,
     pub username: &'a str,
