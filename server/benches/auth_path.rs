@@ -24,7 +24,7 @@ fn auth_path(c: &mut Criterion) {
     let keys = TokenKeys::new(&[7u8; 32], "tether", "tether", Duration::from_secs(900), 30)
         .expect("a 32-byte secret and a crypto backend");
     let now = tether::store::now();
-    let registry = SessionRegistry::new();
+    let registry = SessionRegistry::default();
     let records: Vec<SessionRecord> = (0..SESSIONS).map(|_| live_record(now)).collect();
     for record in &records {
         registry.remember(record);

@@ -10,6 +10,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tether::revocation::{Revocation, RevokeKind};
 use tether::sessions::SessionRegistry;
 use tether::store::SessionRecord;
 use time::OffsetDateTime;
@@ -37,7 +38,7 @@ struct Setup {
 
 async fn set_up(sessions: usize) -> Setup {
     let now = tether::store::now();
-    let registry = SessionRegistry::new();
+    let registry = SessionRegistry::default();
     let records: Vec<SessionRecord> = (0..sessions).map(|_| live_record(now)).collect();
     let entries: Vec<_> = records.iter().map(|record| registry.remember(record)).collect();
     let parked = Arc::new(AtomicUsize::new(0));
@@ -71,7 +72,8 @@ fn fan_out(runtime: &Runtime, sessions: usize, iters: u64) -> Duration {
         let Setup { registry, revoked, tasks } = runtime.block_on(set_up(sessions));
         let timed = runtime.spawn(async move {
             let started = Instant::now();
-            let plan = registry.revoke(&revoked);
+            let revocation = Arc::new(Revocation::new(RevokeKind::AdminRevoke, None, tether::store::now()));
+            let plan = registry.revoke(&revoked, &revocation);
             let closed = plan.execute(Duration::from_secs(5)).await;
             (started.elapsed(), closed, registry, revoked)
         });

@@ -3,13 +3,15 @@
 
 use crate::auth::jwt::TokenKeys;
 use crate::auth::passwords::Passwords;
-use crate::cluster::{LogFollower, SharedLog};
+use crate::bans::BanList;
+use crate::cluster::{ClusterBus, LogFollower, SharedLog};
 use crate::config::Config;
 use crate::game::{RoomSettings, Rooms};
 use crate::limits::Limits;
 use crate::sessions::SessionMisses;
 use crate::sessions::SessionRegistry;
 use crate::store::{self, Store};
+
 use crate::{bootstrap, http, ws};
 use axum::Router;
 use axum::serve::ListenerExt as _;
@@ -36,8 +38,12 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Names this process to operators and, in a cluster, to the other nodes.
     pub node_id: Arc<str>,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
+    /// Wakes and informs the other nodes; None for a single node (SQLite).
+    pub bus: Option<Arc<dyn ClusterBus>>,
     pub sessions: SessionRegistry,
+    /// The bans in force, as the registry reads them for close codes.
+    pub bans: BanList,
     pub rooms: Rooms,
     pub limits: Arc<Limits>,
     pub keys: Arc<TokenKeys>,
@@ -94,12 +100,24 @@ impl App {
         let limits = Arc::new(Limits::new(&config));
         // Read before the registry is loaded: a revocation committed in between is
         // then both loaded and applied again, never missed.
-        let log = Arc::new(LogFollower::starting_at(store.latest_revocation_seq().await?));
+        let log = Arc::new(LogFollower::starting_at(
+            store.latest_revocation_seq().await?,
+            (!config.max_staleness.is_zero()).then_some(config.max_staleness),
+            config.revocation_batch_size as usize,
+        ));
+        let bus = store.postgres_pool().map(|pool| {
+            Arc::new(crate::cluster::postgres::PgBus::new(pool, &config.database_url, &node_id))
+                as Arc<dyn ClusterBus>
+        });
+        let bans = BanList::default();
+        bans.replace(store.active_bans(store::now()).await?.into_iter().map(|ban| (ban.user_id, ban.until)));
         let state = AppState {
             node_id,
             config: Arc::new(config),
             store,
-            sessions: SessionRegistry::new(),
+            bus,
+            sessions: SessionRegistry::new(bans.clone()),
+            bans,
             rooms,
             limits,
             log,
@@ -134,10 +152,10 @@ impl App {
     ) -> anyhow::Result<()> {
         let App { listener, state } = self;
         let upkeep = tokio::spawn(run_upkeep(state.clone()));
-        let cluster = state.config.is_postgres().then(|| {
+        let cluster = state.bus.clone().map(|bus| {
             (
-                tokio::spawn(crate::cluster::follow_revocations(state.clone())),
-                tokio::spawn(crate::cluster::publish_presence(state.clone())),
+                tokio::spawn(crate::cluster::follow_revocations(state.clone(), bus.clone())),
+                tokio::spawn(crate::cluster::publish_presence(state.clone(), bus)),
             )
         });
         let shutdown = state.shutdown.clone();

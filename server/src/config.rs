@@ -172,6 +172,17 @@ pub struct Config {
     #[arg(long, env = "TETHER_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// How long a node of a cluster may go without reading the revocation log before
+    /// it stops vouching for its sessions (Bearer routes 503, upgrades closed 1013);
+    /// 0: never.
+    #[arg(long, env = "TETHER_MAX_STALENESS", default_value = "30s", value_parser = parse_duration_or_zero)]
+    pub max_staleness: Duration,
+
+    /// Revoked sessions a node reads from the revocation log at a time.
+    #[arg(long, env = "TETHER_REVOCATION_BATCH_SIZE", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub revocation_batch_size: u32,
+
     /// `text` for people, `json` for log collectors.
     #[arg(long, env = "TETHER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -195,6 +206,11 @@ impl Config {
 
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A duration, or 0 (which a flag then reads as "off").
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" { Ok(Duration::ZERO) } else { parse_duration(text) }
 }
 
 /// `90s`, `15m`, `2h`, `30d`, or plain seconds.

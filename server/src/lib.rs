@@ -3,17 +3,21 @@
 //! - [`config`]: the `tether` command line and every `serve` setting.
 //! - [`app`]: state, router, listener, background upkeep, graceful stop.
 //! - [`auth`]: access tokens, refresh tokens, passwords, the session extractor.
+//! - [`revocation`]: why sessions end, and the one path a revoking call takes:
+//!   handler -> revocation -> store -> bus -> registry -> sockets.
 //! - [`sessions`]: the in-memory session registry and the sockets it can close.
-//! - [`revocation`]: persist, mark, close, then answer.
+//! - [`bans`]: the bans in force, in memory, for close codes.
 //! - [`limits`]: rate limits per IP, per username, per socket.
-//! - [`store`]: SQLite and PostgreSQL behind one trait.
-//! - [`cluster`]: several nodes on one PostgreSQL: the revocation log, followed.
+//! - [`store`]: SQLite or PostgreSQL, one implementation over both.
+//! - [`cluster`]: several nodes on one PostgreSQL: the revocation log, followed,
+//!   and the bus that wakes the followers.
 //! - [`http`], [`ws`]: the routes; [`game`]: rooms and their tick loops.
 //! - [`bootstrap`]: the signing secret and the first admin.
 //! - [`telemetry`]: logs, as text or JSON lines.
 
 pub mod app;
 pub mod auth;
+pub mod bans;
 pub mod bootstrap;
 pub mod cluster;
 pub mod config;

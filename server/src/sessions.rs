@@ -5,7 +5,9 @@
 //! revocation marks the session and collects its sockets under one short lock, and
 //! then closes them without holding any lock (see [`ClosePlan`]).
 
-use crate::store::SessionRecord;
+use crate::bans::BanList;
+use crate::revocation::Revocation;
+use crate::store::{RevokeScope, SessionRecord};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,114 +15,18 @@ use std::time::Duration;
 use tether_shared::{SessionId, UserId, close};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
-
-/// Why a session was revoked; decides the close code and the HTTP answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevokeKind {
-    Logout,
-    LogoutAll,
-    SessionDelete,
-    AdminRevoke,
-    RevokeAll,
-    RefreshReuse,
-    Kick,
-    Ban,
-    Replaced,
-}
-
-impl RevokeKind {
-    const ALL: [RevokeKind; 9] = [
-        RevokeKind::Logout,
-        RevokeKind::LogoutAll,
-        RevokeKind::SessionDelete,
-        RevokeKind::AdminRevoke,
-        RevokeKind::RevokeAll,
-        RevokeKind::RefreshReuse,
-        RevokeKind::Kick,
-        RevokeKind::Ban,
-        RevokeKind::Replaced,
-    ];
-
-    /// The name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevokeKind::Logout => "logout",
-            RevokeKind::LogoutAll => "logout_all",
-            RevokeKind::SessionDelete => "session_delete",
-            RevokeKind::AdminRevoke => "admin_revoke",
-            RevokeKind::RevokeAll => "revoke_all",
-            RevokeKind::RefreshReuse => "refresh_reuse",
-            RevokeKind::Kick => "kick",
-            RevokeKind::Ban => "ban",
-            RevokeKind::Replaced => "replaced",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<RevokeKind> {
-        RevokeKind::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-
-    pub fn close_code(self) -> u16 {
-        match self {
-            RevokeKind::Kick => close::KICKED,
-            RevokeKind::Ban => close::BANNED,
-            RevokeKind::Replaced => close::REPLACED,
-            _ => close::REVOKED,
-        }
-    }
-
-    /// The `<kind>` part of a close reason.
-    fn reason_kind(self) -> &'static str {
-        match self {
-            RevokeKind::Kick => "kicked",
-            RevokeKind::Ban => "banned",
-            RevokeKind::Replaced => "replaced",
-            _ => "revoked",
-        }
-    }
-
-    /// Said after the kind when no one gave a reason.
-    fn default_detail(self) -> Option<&'static str> {
-        match self {
-            RevokeKind::Logout => Some("logout"),
-            RevokeKind::LogoutAll => Some("logout everywhere"),
-            RevokeKind::SessionDelete => Some("session deleted"),
-            RevokeKind::RefreshReuse => Some("refresh token reuse"),
-            RevokeKind::Replaced => Some("a newer login took over"),
-            _ => None,
-        }
-    }
-}
-
-/// A session's revocation as remembered in memory.
-#[derive(Debug, Clone)]
-pub struct Revocation {
-    pub kind: RevokeKind,
-    pub reason: Option<String>,
-    pub at: OffsetDateTime,
-}
-
-impl Revocation {
-    /// `<kind>` or `<kind>: <reason>`, at most 123 bytes.
-    pub fn close_reason(&self) -> String {
-        let detail = self.reason.as_deref().or(self.kind.default_detail());
-        close::reason(self.kind.reason_kind(), detail)
-    }
-
-    fn from_record(record: &SessionRecord) -> Option<Revocation> {
-        let at = record.revoked_at?;
-        let kind =
-            record.revoke_kind.as_deref().and_then(RevokeKind::parse).unwrap_or(RevokeKind::AdminRevoke);
-        Some(Revocation { kind, reason: record.revoke_reason.clone(), at })
-    }
-}
+use tokio_util::sync::CancellationToken;
 
 /// Why a token's session cannot be used.
 #[derive(Debug, Clone)]
 pub enum SessionProblem {
     /// Not a session this node knows: treated like a forged token.
     Unknown,
-    Revoked(Arc<Revocation>),
+    Revoked {
+        revocation: Arc<Revocation>,
+        /// Whether the user was banned when this was checked (decides 4003 or 4001).
+        still_banned: bool,
+    },
     Expired,
 }
 
@@ -128,7 +34,7 @@ impl SessionProblem {
     pub fn close_code(&self) -> u16 {
         match self {
             SessionProblem::Unknown => close::INVALID_TOKEN,
-            SessionProblem::Revoked(revocation) => revocation.kind.close_code(),
+            SessionProblem::Revoked { revocation, still_banned } => revocation.kind.close_code(*still_banned),
             SessionProblem::Expired => close::EXPIRED,
         }
     }
@@ -136,7 +42,7 @@ impl SessionProblem {
     pub fn close_reason(&self) -> String {
         match self {
             SessionProblem::Unknown => close::reason("invalid token", Some("unknown session")),
-            SessionProblem::Revoked(revocation) => revocation.close_reason(),
+            SessionProblem::Revoked { revocation, .. } => revocation.close_reason().to_string(),
             SessionProblem::Expired => close::reason("expired", None),
         }
     }
@@ -160,6 +66,10 @@ struct SocketLink {
 struct EntryState {
     revoked: Option<Arc<Revocation>>,
     sockets: Vec<SocketLink>,
+    /// Cancelled once the plan that took this session's sockets has seen each of them
+    /// write its close frame: a second revoker of the same session (the log follower
+    /// applying this node's own event, say) waits on it rather than answering early.
+    closing: Option<CancellationToken>,
 }
 
 /// One session as the registry knows it.
@@ -185,8 +95,9 @@ impl SessionEntry {
             last_seen: AtomicI64::new(last_seen),
             last_seen_flushed: AtomicI64::new(last_seen),
             state: Mutex::new(EntryState {
-                revoked: Revocation::from_record(record).map(Arc::new),
+                revoked: Revocation::of_record(record).map(Arc::new),
                 sockets: Vec::new(),
+                closing: None,
             }),
         }
     }
@@ -196,9 +107,10 @@ impl SessionEntry {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn problem_at(&self, state: &EntryState, now: OffsetDateTime) -> Option<SessionProblem> {
+    fn problem_at(&self, state: &EntryState, now: OffsetDateTime, bans: &BanList) -> Option<SessionProblem> {
         if let Some(revocation) = &state.revoked {
-            Some(SessionProblem::Revoked(revocation.clone()))
+            let still_banned = bans.is_banned(self.user_id.0, now);
+            Some(SessionProblem::Revoked { revocation: revocation.clone(), still_banned })
         } else if self.expires_at <= now {
             Some(SessionProblem::Expired)
         } else {
@@ -242,40 +154,63 @@ impl Drop for SocketGuard {
 #[must_use = "a close plan does nothing until it is executed"]
 pub struct ClosePlan {
     orders: Vec<(oneshot::Sender<CloseOrder>, u16, Arc<str>)>,
+    /// Cancelled when this plan's sockets have all written their close frames.
+    done: Option<CancellationToken>,
+    /// Other plans, already under way, that took sockets of sessions in this one.
+    waits: Vec<CancellationToken>,
 }
 
 impl ClosePlan {
     fn empty() -> ClosePlan {
-        ClosePlan { orders: Vec::new() }
+        ClosePlan { orders: Vec::new(), done: None, waits: Vec::new() }
     }
 
     fn take_sockets(&mut self, state: &mut EntryState, code: u16, reason: &Arc<str>) {
+        if state.sockets.is_empty() {
+            if let Some(closing) = &state.closing
+                && !closing.is_cancelled()
+            {
+                self.waits.push(closing.clone());
+            }
+            return;
+        }
+        let done = self.done.get_or_insert_with(CancellationToken::new);
+        state.closing = Some(done.clone());
         self.orders.extend(state.sockets.drain(..).map(|link| (link.close, code, reason.clone())));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty()
+        self.orders.is_empty() && self.waits.is_empty()
     }
 
     /// Hands every socket its close order and waits until each has written its close
-    /// frame or been aborted. Socket tasks never wait on a slow peer to do either, so
-    /// `bound` is only a guard against a bug; returns how many sockets were closed.
+    /// frame or been aborted, and until any other plan holding sockets of these
+    /// sessions is done too. Socket tasks never wait on a slow peer to do either, so
+    /// `bound` is only a guard against a bug; returns how many sockets this plan closed.
     pub async fn execute(self, bound: Duration) -> u64 {
-        if self.orders.is_empty() {
-            return 0;
-        }
-        let (ticket, mut all_done) = mpsc::channel::<()>(1);
+        let ClosePlan { orders, done, waits } = self;
         let mut delivered = 0;
-        for (close_tx, code, reason) in self.orders {
-            let order = CloseOrder { code, reason, _ticket: ticket.clone() };
-            // A socket whose task already ended returns the order, and its ticket, at once.
-            if close_tx.send(order).is_ok() {
-                delivered += 1;
+        if !orders.is_empty() {
+            let (ticket, mut all_done) = mpsc::channel::<()>(1);
+            for (close_tx, code, reason) in orders {
+                let order = CloseOrder { code, reason, _ticket: ticket.clone() };
+                // A socket whose task already ended returns the order, and its ticket, at once.
+                if close_tx.send(order).is_ok() {
+                    delivered += 1;
+                }
+            }
+            drop(ticket);
+            if tokio::time::timeout(bound, all_done.recv()).await.is_err() {
+                tracing::error!(sockets = delivered, "socket tasks did not confirm their close in time");
             }
         }
-        drop(ticket);
-        if tokio::time::timeout(bound, all_done.recv()).await.is_err() {
-            tracing::error!(sockets = delivered, "socket tasks did not confirm their close in time");
+        if let Some(done) = done {
+            done.cancel();
+        }
+        for other in waits {
+            if tokio::time::timeout(bound, other.cancelled()).await.is_err() {
+                tracing::error!("another revoker's sockets did not confirm their close in time");
+            }
         }
         delivered
     }
@@ -314,11 +249,13 @@ pub struct Census {
 pub struct SessionRegistry {
     sessions: Arc<DashMap<SessionId, Arc<SessionEntry>>>,
     next_socket_id: Arc<AtomicU64>,
+    bans: BanList,
 }
 
 impl SessionRegistry {
-    pub fn new() -> SessionRegistry {
-        SessionRegistry::default()
+    /// A registry that reads `bans` to tell a ban-revoked session's close code.
+    pub fn new(bans: BanList) -> SessionRegistry {
+        SessionRegistry { bans, ..SessionRegistry::default() }
     }
 
     /// Remembers a session as the store has it (live, revoked or expired).
@@ -344,7 +281,7 @@ impl SessionRegistry {
     /// The per-request check: is this session usable now?
     pub fn check(&self, id: SessionId, now: OffsetDateTime) -> Result<Arc<SessionEntry>, SessionProblem> {
         let entry = self.get(id).ok_or(SessionProblem::Unknown)?;
-        if let Some(problem) = entry.problem_at(&entry.lock(), now) {
+        if let Some(problem) = entry.problem_at(&entry.lock(), now, &self.bans) {
             return Err(problem);
         }
         entry.touch(now);
@@ -362,7 +299,7 @@ impl SessionRegistry {
         let (close_tx, close_rx) = oneshot::channel();
         let id = self.next_socket_id.fetch_add(1, Ordering::Relaxed);
         let mut state = entry.lock();
-        if let Some(problem) = entry.problem_at(&state, now) {
+        if let Some(problem) = entry.problem_at(&state, now, &self.bans) {
             return Err(problem);
         }
         state.sockets.push(SocketLink { id, close: close_tx });
@@ -370,19 +307,78 @@ impl SessionRegistry {
         Ok((SocketGuard { entry: entry.clone(), id }, close_rx))
     }
 
-    /// Marks the sessions revoked (the store has already recorded it) and collects
-    /// their sockets' close handles. A session revoked before keeps its first reason.
-    pub fn revoke(&self, records: &[SessionRecord]) -> ClosePlan {
+    /// Marks every session this node knows in `scope` revoked (unless it already was,
+    /// or has ended) and collects their sockets' close handles. Runs before the store
+    /// commits, so a socket or request with these sessions is refused from here on.
+    pub fn revoke_in_scope(
+        &self,
+        scope: RevokeScope,
+        revocation: &Arc<Revocation>,
+        now: OffsetDateTime,
+    ) -> ClosePlan {
         let mut plan = ClosePlan::empty();
-        for record in records {
-            let Some(revocation) = Revocation::from_record(record) else { continue };
-            let entry = self.remember(record);
-            let mut state = entry.lock();
-            let revocation = state.revoked.get_or_insert_with(|| Arc::new(revocation)).clone();
-            let reason: Arc<str> = revocation.close_reason().into();
-            plan.take_sockets(&mut state, revocation.kind.close_code(), &reason);
+        let mut mark = |entry: &SessionEntry| {
+            if entry.expires_at > now {
+                Self::mark(&mut plan, entry, revocation);
+            }
+        };
+        match scope {
+            RevokeScope::Session(id) => {
+                if let Some(entry) = self.get(SessionId(id)) {
+                    mark(&entry);
+                }
+            }
+            RevokeScope::User(user) => {
+                self.sessions.iter().filter(|entry| entry.user_id.0 == user).for_each(|entry| mark(&entry));
+            }
+            RevokeScope::UserExcept { user, keep } => self
+                .sessions
+                .iter()
+                .filter(|entry| entry.user_id.0 == user && entry.id.0 != keep)
+                .for_each(|entry| mark(&entry)),
+            RevokeScope::AllExcept(keep) => {
+                self.sessions.iter().filter(|entry| entry.id.0 != keep).for_each(|entry| mark(&entry));
+            }
         }
         plan
+    }
+
+    /// Marks sessions the store has recorded as revoked by `revocation`, remembering
+    /// those this node had not heard of, and collects their sockets' close handles.
+    /// A session revoked before keeps its first reason.
+    pub fn revoke(&self, records: &[SessionRecord], revocation: &Arc<Revocation>) -> ClosePlan {
+        let mut plan = ClosePlan::empty();
+        for record in records {
+            Self::mark(&mut plan, &self.remember(record), revocation);
+        }
+        plan
+    }
+
+    /// Applies sessions read from the revocation log, each with the revocation it
+    /// carries (one shared `Revocation` per run of sessions from the same event).
+    pub fn apply_logged<'a>(&self, logged: impl IntoIterator<Item = (i64, &'a SessionRecord)>) -> ClosePlan {
+        let mut plan = ClosePlan::empty();
+        let mut current: Option<(i64, Arc<Revocation>)> = None;
+        for (seq, record) in logged {
+            let revocation = match &current {
+                Some((event, revocation)) if *event == seq => revocation.clone(),
+                _ => {
+                    let Some(revocation) = Revocation::of_record(record) else { continue };
+                    let revocation = Arc::new(revocation);
+                    current = Some((seq, revocation.clone()));
+                    revocation
+                }
+            };
+            Self::mark(&mut plan, &self.remember(record), &revocation);
+        }
+        plan
+    }
+
+    fn mark(plan: &mut ClosePlan, entry: &SessionEntry, revocation: &Arc<Revocation>) {
+        let mut state = entry.lock();
+        let revocation = state.revoked.get_or_insert_with(|| revocation.clone()).clone();
+        // Sockets are closed while the ban is fresh, so a ban's own close is 4003.
+        plan.take_sockets(&mut state, revocation.kind.close_code(true), &revocation.close_reason());
     }
 
     /// Collects the sockets of sessions past their lifetime (close 4002), and forgets
@@ -409,9 +405,9 @@ impl SessionRegistry {
         for entry in self.sessions.iter() {
             let state = entry.lock();
             census.sockets_open += state.sockets.len();
-            match entry.problem_at(&state, now) {
+            match entry.problem_at(&state, now, &self.bans) {
                 None => census.sessions_active += 1,
-                Some(SessionProblem::Revoked(_)) if !state.sockets.is_empty() => {
+                Some(SessionProblem::Revoked { .. }) if !state.sockets.is_empty() => {
                     census.revoked_still_connected += 1;
                 }
                 Some(_) => {}
@@ -447,9 +443,14 @@ impl SessionRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::revocation::RevokeKind;
 
     fn record(expires_in: Duration) -> SessionRecord {
         SessionRecord::new_live(uuid::Uuid::new_v4(), crate::store::now(), expires_in, None, None)
+    }
+
+    fn revocation(kind: RevokeKind, reason: Option<&str>) -> Arc<Revocation> {
+        Arc::new(Revocation::new(kind, reason.map(str::to_owned), crate::store::now()))
     }
 
     fn revoked(mut record: SessionRecord, kind: RevokeKind, reason: Option<&str>) -> SessionRecord {
@@ -461,14 +462,18 @@ mod tests {
 
     #[tokio::test]
     async fn revoking_sends_each_socket_its_close_and_refuses_new_ones() {
-        let registry = SessionRegistry::new();
+        let registry = SessionRegistry::default();
         let live = record(Duration::from_secs(60));
         let entry = registry.remember(&live);
         let now = crate::store::now();
         let (_guard_a, mut rx_a) = registry.attach_socket(&entry, now).unwrap();
         let (_guard_b, mut rx_b) = registry.attach_socket(&entry, now).unwrap();
 
-        let plan = registry.revoke(&[revoked(live.clone(), RevokeKind::Kick, Some("spamming"))]);
+        let plan = registry.revoke_in_scope(
+            RevokeScope::User(live.user_id),
+            &revocation(RevokeKind::Kick, Some("spamming")),
+            now,
+        );
         let closer = tokio::spawn(plan.execute(Duration::from_secs(5)));
         let a = rx_a.try_recv_wait().await;
         let b = rx_b.try_recv_wait().await;
@@ -477,17 +482,60 @@ mod tests {
         drop((a, b));
         assert_eq!(closer.await.unwrap(), 2);
 
-        assert!(matches!(registry.check(entry.id, now), Err(SessionProblem::Revoked(_))));
+        assert!(matches!(registry.check(entry.id, now), Err(SessionProblem::Revoked { .. })));
         assert!(registry.attach_socket(&entry, now).is_err());
     }
 
     #[tokio::test]
-    async fn a_second_revocation_keeps_the_first_reason() {
-        let registry = SessionRegistry::new();
+    async fn a_second_revoker_of_the_same_session_waits_for_the_first_ones_close_frames() {
+        let registry = SessionRegistry::default();
+        let live = record(Duration::from_secs(60));
+        let entry = registry.remember(&live);
+        let now = crate::store::now();
+        let (_guard, mut rx) = registry.attach_socket(&entry, now).unwrap();
+        let logout = revocation(RevokeKind::Logout, None);
+        let first = registry.revoke_in_scope(RevokeScope::Session(live.id), &logout, now);
+        let second = registry.apply_logged([(1, &revoked(live.clone(), RevokeKind::Logout, None))]);
+        assert!(!second.is_empty(), "the second revoker must wait on the first one's sockets");
+        let first = tokio::spawn(first.execute(Duration::from_secs(5)));
+        let second = tokio::spawn(second.execute(Duration::from_secs(5)));
+        let order = rx.try_recv_wait().await;
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "answered before the close frame was written");
+        drop(order);
+        assert_eq!(first.await.unwrap(), 1);
+        assert_eq!(second.await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_ban_revoked_session_closes_4003_while_banned_and_4001_after() {
+        let bans = BanList::default();
+        let registry = SessionRegistry::new(bans.clone());
         let live = record(Duration::from_secs(60));
         registry.remember(&live);
-        let _ = registry.revoke(&[revoked(live.clone(), RevokeKind::Logout, None)]);
-        let _ = registry.revoke(&[revoked(live.clone(), RevokeKind::Ban, Some("cheating"))]);
+        bans.ban(live.user_id, None);
+        let now = crate::store::now();
+        let _ = registry.revoke_in_scope(
+            RevokeScope::User(live.user_id),
+            &revocation(RevokeKind::Ban, None),
+            now,
+        );
+        let code = |registry: &SessionRegistry| match registry.check(SessionId(live.id), now) {
+            Err(problem) => problem.close_code(),
+            Ok(_) => panic!("still live"),
+        };
+        assert_eq!(code(&registry), 4003);
+        bans.unban(live.user_id);
+        assert_eq!(code(&registry), 4001);
+    }
+
+    #[tokio::test]
+    async fn a_second_revocation_keeps_the_first_reason() {
+        let registry = SessionRegistry::default();
+        let live = record(Duration::from_secs(60));
+        registry.remember(&live);
+        let _ = registry.revoke(std::slice::from_ref(&live), &revocation(RevokeKind::Logout, None));
+        let _ = registry.revoke(std::slice::from_ref(&live), &revocation(RevokeKind::Ban, Some("cheating")));
         let Err(problem) = registry.check(SessionId(live.id), crate::store::now()) else {
             panic!("still live")
         };
@@ -495,8 +543,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_scope_spares_the_kept_session_and_other_users() {
+        let registry = SessionRegistry::default();
+        let now = crate::store::now();
+        let mine = record(Duration::from_secs(60));
+        let mut other_of_mine = record(Duration::from_secs(60));
+        other_of_mine.user_id = mine.user_id;
+        let someone_else = record(Duration::from_secs(60));
+        for session in [&mine, &other_of_mine, &someone_else] {
+            registry.remember(session);
+        }
+        let scope = RevokeScope::UserExcept { user: mine.user_id, keep: mine.id };
+        let _ = registry.revoke_in_scope(scope, &revocation(RevokeKind::Replaced, None), now);
+        assert!(registry.check(SessionId(mine.id), now).is_ok());
+        assert!(registry.check(SessionId(other_of_mine.id), now).is_err());
+        assert!(registry.check(SessionId(someone_else.id), now).is_ok());
+        let _ = registry.revoke_in_scope(
+            RevokeScope::AllExcept(mine.id),
+            &revocation(RevokeKind::RevokeAll, None),
+            now,
+        );
+        assert!(registry.check(SessionId(mine.id), now).is_ok());
+        assert!(registry.check(SessionId(someone_else.id), now).is_err());
+    }
+
+    #[tokio::test]
     async fn sweeping_closes_expired_sessions_and_forgets_old_ones() {
-        let registry = SessionRegistry::new();
+        let registry = SessionRegistry::default();
         let now = crate::store::now();
         let mut ending = record(Duration::from_secs(1));
         ending.expires_at = now;

@@ -8,6 +8,9 @@ pub const GOING_AWAY: u16 = 1001;
 pub const POLICY: u16 = 1008;
 /// A message over the size limit.
 pub const TOO_BIG: u16 = 1009;
+/// Try again later: this node cannot vouch for its sessions right now (stale, see the
+/// contract's "Cluster").
+pub const TRY_AGAIN_LATER: u16 = 1013;
 /// Session revoked (logout, logout-all, session delete, admin revoke, revoke-all, refresh reuse).
 pub const REVOKED: u16 = 4001;
 /// Session past its absolute lifetime.

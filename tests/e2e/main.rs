@@ -38,4 +38,5 @@ mod limits;
 mod persistence;
 mod refresh;
 mod sockets;
+mod store;
 mod tokens;

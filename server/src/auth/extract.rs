@@ -28,6 +28,9 @@ pub enum AuthFailure {
     InvalidToken,
     /// The token is sound but its session cannot be used.
     Session(SessionProblem),
+    /// The token and its session look fine, but this node has not been able to read
+    /// the revocation log for too long to vouch for them (the contract's "Cluster").
+    Stale,
 }
 
 impl AuthFailure {
@@ -35,6 +38,7 @@ impl AuthFailure {
         match self {
             AuthFailure::InvalidToken => close::INVALID_TOKEN,
             AuthFailure::Session(problem) => problem.close_code(),
+            AuthFailure::Stale => close::TRY_AGAIN_LATER,
         }
     }
 
@@ -42,8 +46,9 @@ impl AuthFailure {
     pub fn metric_reason(&self) -> &'static str {
         match self {
             AuthFailure::InvalidToken | AuthFailure::Session(SessionProblem::Unknown) => "invalid_token",
-            AuthFailure::Session(SessionProblem::Revoked(_)) => "session_revoked",
+            AuthFailure::Session(SessionProblem::Revoked { .. }) => "session_revoked",
             AuthFailure::Session(SessionProblem::Expired) => "session_expired",
+            AuthFailure::Stale => "not_ready",
         }
     }
 
@@ -51,6 +56,7 @@ impl AuthFailure {
         match self {
             AuthFailure::InvalidToken => close::reason("invalid token", Some("refresh and reconnect")),
             AuthFailure::Session(problem) => problem.close_reason(),
+            AuthFailure::Stale => close::reason("try again later", Some("this node is catching up")),
         }
     }
 }
@@ -61,8 +67,9 @@ impl From<AuthFailure> for ApiError {
             AuthFailure::InvalidToken | AuthFailure::Session(SessionProblem::Unknown) => {
                 ApiError::InvalidToken
             }
-            AuthFailure::Session(SessionProblem::Revoked(_)) => ApiError::SessionRevoked,
+            AuthFailure::Session(SessionProblem::Revoked { .. }) => ApiError::SessionRevoked,
             AuthFailure::Session(SessionProblem::Expired) => ApiError::SessionExpired,
+            AuthFailure::Stale => ApiError::NotReady,
         }
     }
 }
@@ -149,6 +156,10 @@ impl<S: TokenSource> FromRequestParts<AppState> for AuthSession<S> {
         };
         if session.user_id != claims.sub {
             return Err(AuthFailure::InvalidToken);
+        }
+        // After the token's own checks: a token this node knows to be bad is told so.
+        if state.log.is_stale() {
+            return Err(AuthFailure::Stale);
         }
         tracing::Span::current().record("sid", tracing::field::display(claims.sid));
         Ok(AuthSession { claims, session, source: PhantomData })

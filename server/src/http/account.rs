@@ -5,8 +5,7 @@ use super::openapi::responses::BearerErrors;
 use crate::app::AppState;
 use crate::auth::AuthSession;
 use crate::error::{ApiError, ApiResult};
-use crate::revocation::revoke;
-use crate::sessions::RevokeKind;
+use crate::revocation::{RevokeKind, RevokeOrder, revoke};
 use crate::store::{self, RevokeScope};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -105,6 +104,6 @@ async fn delete_session(
     if !owned {
         return Err(ApiError::NotFound);
     }
-    revoke(&state, RevokeScope::Session(sid.0), RevokeKind::SessionDelete, None).await?;
+    revoke(&state, RevokeOrder::new(RevokeScope::Session(sid.0), RevokeKind::SessionDelete)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,8 +6,7 @@ use super::{ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::auth::{AdminSession, AuthSession};
 use crate::error::{ApiError, ApiResult};
-use crate::revocation::{MAX_REASON_CHARS, revoke};
-use crate::sessions::RevokeKind;
+use crate::revocation::{MAX_REASON_CHARS, RevokeKind, RevokeOrder, revoke};
 use crate::store::{self, AuditRecord, BanRecord, RevokeScope, UserRecord};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -128,10 +127,9 @@ async fn revoke_session(
     if state.store.find_session(sid.0).await?.is_none() {
         return Err(ApiError::NotFound);
     }
-    let outcome = revoke(&state, RevokeScope::Session(sid.0), RevokeKind::AdminRevoke, reason).await?;
-    let event = AuditEvent::new("revoke_session", "session", Some(sid.to_string()), reason, outcome);
-    record(&state, &admin, event).await?;
-    Ok(Json(outcome))
+    let audit = AuditEvent::new("revoke_session", "session", Some(sid.to_string()), reason);
+    let order = admin_order(RevokeScope::Session(sid.0), RevokeKind::AdminRevoke, &admin, audit);
+    Ok(Json(revoke(&state, order).await?))
 }
 
 #[utoipa::path(
@@ -156,9 +154,8 @@ async fn kick_user(
 ) -> ApiResult<Json<RevokeResponse>> {
     let reason = admin_reason(request.reason.as_deref())?;
     let user = existing_user(&state, uid).await?;
-    let outcome = revoke(&state, RevokeScope::User(user.id), RevokeKind::Kick, reason).await?;
-    record(&state, &admin, AuditEvent::new("kick", "user", Some(uid.to_string()), reason, outcome)).await?;
-    Ok(Json(outcome))
+    let audit = AuditEvent::new("kick", "user", Some(uid.to_string()), reason);
+    Ok(Json(revoke(&state, admin_order(RevokeScope::User(user.id), RevokeKind::Kick, &admin, audit)).await?))
 }
 
 #[utoipa::path(
@@ -190,6 +187,7 @@ async fn ban_user(
         return Err(ApiError::Refused("an admin cannot ban themselves"));
     }
     let now = store::now();
+    // Judged and answered in UTC whatever offset it was sent with.
     let until = request.until.map(store::truncate_to_seconds);
     if until.is_some_and(|until| until <= now) {
         return Err(ApiError::unprocessable("until: must be in the future (or absent for a permanent ban)"));
@@ -201,12 +199,11 @@ async fn ban_user(
         created_at: now,
         actor_id: admin.claims.sub.0,
     };
-    state.store.ban_user(&ban).await?;
-    let outcome = revoke(&state, RevokeScope::User(user.id), RevokeKind::Ban, reason).await?;
-    let mut event = AuditEvent::new("ban", "user", Some(uid.to_string()), reason, outcome);
-    event.ban_until = Some(until);
-    record(&state, &admin, event).await?;
-    Ok(Json(outcome))
+    let mut audit = AuditEvent::new("ban", "user", Some(uid.to_string()), reason);
+    audit.ban_until = Some(until);
+    let mut order = admin_order(RevokeScope::User(user.id), RevokeKind::Ban, &admin, audit);
+    order.ban = Some(ban);
+    Ok(Json(revoke(&state, order).await?))
 }
 
 #[utoipa::path(
@@ -227,9 +224,11 @@ async fn unban_user(
     ApiPath(uid): ApiPath<UserId>,
 ) -> ApiResult<StatusCode> {
     existing_user(&state, uid).await?;
-    if state.store.unban_user(uid.0).await? {
-        let none = RevokeResponse { sessions_revoked: 0, sockets_closed: 0 };
-        record(&state, &admin, AuditEvent::new("unban", "user", Some(uid.to_string()), None, none)).await?;
+    let audit = audit_entry(&admin, AuditEvent::new("unban", "user", Some(uid.to_string()), None));
+    if let Some(seq) = state.store.unban(uid.0, audit.at, &state.node_id, &audit).await? {
+        state.bans.unban(uid.0);
+        crate::revocation::announce(&state, seq).await;
+        tracing::info!(actor = %admin.claims.sub, target = %uid, "admin action: unban");
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -253,10 +252,9 @@ async fn revoke_all(
     ApiJson(request): ApiJson<RevokeRequest>,
 ) -> ApiResult<Json<RevokeResponse>> {
     let reason = admin_reason(request.reason.as_deref())?;
-    let outcome =
-        revoke(&state, RevokeScope::AllExcept(admin.claims.sid.0), RevokeKind::RevokeAll, reason).await?;
-    record(&state, &admin, AuditEvent::new("revoke_all", "all", None, reason, outcome)).await?;
-    Ok(Json(outcome))
+    let audit = AuditEvent::new("revoke_all", "all", None, reason);
+    let order = admin_order(RevokeScope::AllExcept(admin.claims.sid.0), RevokeKind::RevokeAll, &admin, audit);
+    Ok(Json(revoke(&state, order).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -316,7 +314,6 @@ struct AuditEvent<'a> {
     target_type: &'static str,
     target_id: Option<String>,
     reason: Option<&'a str>,
-    outcome: RevokeResponse,
     /// Set on a ban: its end, None for a permanent one.
     ban_until: Option<Option<OffsetDateTime>>,
 }
@@ -327,14 +324,14 @@ impl<'a> AuditEvent<'a> {
         target_type: &'static str,
         target_id: Option<String>,
         reason: Option<&'a str>,
-        outcome: RevokeResponse,
     ) -> AuditEvent<'a> {
-        AuditEvent { action, target_type, target_id, reason, outcome, ban_until: None }
+        AuditEvent { action, target_type, target_id, reason, ban_until: None }
     }
 }
 
-async fn record(state: &AppState, admin: &AuthSession, event: AuditEvent<'_>) -> ApiResult<()> {
-    let entry = AuditRecord {
+/// The audit entry of an action; its counts are filled in as the revocation runs.
+fn audit_entry(admin: &AuthSession, event: AuditEvent<'_>) -> AuditRecord {
+    AuditRecord {
         id: uuid::Uuid::new_v4(),
         at: store::now(),
         actor_id: admin.claims.sub.0,
@@ -343,20 +340,22 @@ async fn record(state: &AppState, admin: &AuthSession, event: AuditEvent<'_>) ->
         target_type: event.target_type.to_owned(),
         target_id: event.target_id,
         reason: event.reason.map(str::to_owned),
-        sessions_revoked: event.outcome.sessions_revoked as i64,
-        sockets_closed: event.outcome.sockets_closed as i64,
+        sessions_revoked: 0,
+        sockets_closed: 0,
         until: event.ban_until.flatten(),
-    };
-    tracing::info!(
-        actor = %admin.claims.sub,
-        action = event.action,
-        target = entry.target_id.as_deref().unwrap_or("all"),
-        sessions = event.outcome.sessions_revoked,
-        sockets = event.outcome.sockets_closed,
-        "admin action"
-    );
-    state.store.append_audit(&entry).await?;
-    Ok(())
+    }
+}
+
+/// An admin's revocation, with its audit entry written in the same transaction.
+fn admin_order(
+    scope: RevokeScope,
+    kind: RevokeKind,
+    admin: &AuthSession,
+    event: AuditEvent<'_>,
+) -> RevokeOrder {
+    tracing::info!(actor = %admin.claims.sub, action = event.action, target = event.target_id.as_deref().unwrap_or("all"), "admin action");
+    let reason = event.reason.map(str::to_owned);
+    RevokeOrder { scope, kind, reason, ban: None, audit: Some(audit_entry(admin, event)) }
 }
 
 async fn existing_user(state: &AppState, id: UserId) -> ApiResult<UserRecord> {

@@ -6,8 +6,8 @@ use crate::app::AppState;
 use crate::auth::AuthSession;
 use crate::auth::refresh::{self, COOKIE_NAME, COOKIE_PATH};
 use crate::error::{ApiError, ApiResult};
-use crate::revocation::revoke;
-use crate::sessions::{RevokeKind, SessionProblem};
+use crate::revocation::{RevokeKind, RevokeOrder, revoke};
+use crate::sessions::SessionProblem;
 use crate::store::{self, CreateUser, NewUser, RefreshOutcome, RevokeScope, SessionRecord, UserRecord};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -126,12 +126,12 @@ async fn login(
     state.sessions.remember(&session);
     // A ban that landed while this login was under way did not see this session.
     if let Err(banned) = refuse_if_banned(&state, user.id).await {
-        revoke(&state, RevokeScope::Session(session.id), RevokeKind::Ban, None).await?;
+        revoke(&state, RevokeOrder::new(RevokeScope::Session(session.id), RevokeKind::Ban)).await?;
         return Err(banned);
     }
     if state.config.single_session {
         let older = RevokeScope::UserExcept { user: user.id, keep: session.id };
-        revoke(&state, older, RevokeKind::Replaced, None).await?;
+        revoke(&state, RevokeOrder::new(older, RevokeKind::Replaced)).await?;
     }
     tracing::info!(sid = %session.id, user = %user.id, "logged in");
     token_pair(&state, &headers, &user, &session, refresh_token)
@@ -175,7 +175,8 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         RefreshOutcome::Unknown => Err(ApiError::InvalidRefreshToken),
         RefreshOutcome::Reused(session) => {
             tracing::warn!(sid = %session.id, "rotated refresh token presented again: revoking the session");
-            revoke(&state, RevokeScope::Session(session.id), RevokeKind::RefreshReuse, None).await?;
+            revoke(&state, RevokeOrder::new(RevokeScope::Session(session.id), RevokeKind::RefreshReuse))
+                .await?;
             Err(ApiError::InvalidRefreshToken)
         }
         RefreshOutcome::SessionEnded(session) => {
@@ -184,7 +185,7 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         }
         RefreshOutcome::Rotated(session) => {
             if let Err(banned) = refuse_if_banned(&state, session.user_id).await {
-                revoke(&state, RevokeScope::Session(session.id), RevokeKind::Ban, None).await?;
+                revoke(&state, RevokeOrder::new(RevokeScope::Session(session.id), RevokeKind::Ban)).await?;
                 return Err(banned);
             }
             // No second look at the registry: the rotation itself saw the session live
@@ -193,6 +194,15 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             // concurrent refresh that lost the race) kills the pair at its first use.
             // Checking here would only turn the one winner of a race into a loser.
             state.sessions.remember(&session);
+            // Memory may know more than the store: a revocation whose commit failed is
+            // refused here until its retry lands. A concurrent reuse detection is the
+            // race above, and its loser's pair dies at first use anyway.
+            if let Err(SessionProblem::Revoked { revocation, .. }) =
+                state.sessions.check(SessionId(session.id), now)
+                && revocation.kind != RevokeKind::RefreshReuse
+            {
+                return Err(ApiError::SessionRevoked);
+            }
             let user = state.store.find_user(session.user_id).await?.ok_or(ApiError::InvalidRefreshToken)?;
             token_pair(&state, &headers, &user, &session, next_token)
         }
@@ -210,7 +220,7 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     )
 )]
 async fn logout(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Response> {
-    revoke(&state, RevokeScope::Session(auth.claims.sid.0), RevokeKind::Logout, None).await?;
+    revoke(&state, RevokeOrder::new(RevokeScope::Session(auth.claims.sid.0), RevokeKind::Logout)).await?;
     Ok(no_content_with([(header::SET_COOKIE, clearing_cookie())]))
 }
 
@@ -225,7 +235,7 @@ async fn logout(State(state): State<AppState>, auth: AuthSession) -> ApiResult<R
     )
 )]
 async fn logout_all(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Response> {
-    revoke(&state, RevokeScope::User(auth.claims.sub.0), RevokeKind::LogoutAll, None).await?;
+    revoke(&state, RevokeOrder::new(RevokeScope::User(auth.claims.sub.0), RevokeKind::LogoutAll)).await?;
     Ok(no_content_with([(header::SET_COOKIE, clearing_cookie())]))
 }
 
@@ -241,7 +251,7 @@ fn ended_session_error(state: &AppState, session: &SessionRecord, now: time::Off
 fn problem_error(problem: SessionProblem) -> ApiError {
     match problem {
         SessionProblem::Expired => ApiError::SessionExpired,
-        SessionProblem::Revoked(_) => ApiError::SessionRevoked,
+        SessionProblem::Revoked { .. } => ApiError::SessionRevoked,
         SessionProblem::Unknown => ApiError::InvalidRefreshToken,
     }
 }

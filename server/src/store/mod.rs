@@ -1,18 +1,22 @@
-//! Durable state behind one trait, with an embedded SQLite and a PostgreSQL
-//! implementation. The store records; the in-memory registry answers requests, so
-//! nothing here is called on the per-request path.
+//! Durable state: an embedded SQLite file or a PostgreSQL database, behind one
+//! [`Store`]. The store records; the in-memory registry answers requests, so nothing
+//! here is called on the per-request path.
+//!
+//! Every statement is written once (see [`queries`]) and runs on either pool: the
+//! [`on_pool!`] macro repeats a method's body for each arm of the pool enum, which sqlx
+//! needs because its query types are generic over the database.
 
-mod postgres;
 mod queries;
-mod sqlite;
 
-use async_trait::async_trait;
+use queries::*;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr as _;
 use std::sync::Arc;
-use time::OffsetDateTime;
+use std::time::Duration;
+use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
-
-pub use postgres::{PgStore, REVOCATION_CHANNEL};
-pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRecord {
@@ -42,7 +46,7 @@ impl SessionRecord {
     pub fn new_live(
         user_id: Uuid,
         now: OffsetDateTime,
-        lifetime: std::time::Duration,
+        lifetime: Duration,
         user_agent: Option<String>,
         ip: Option<String>,
     ) -> SessionRecord {
@@ -123,13 +127,25 @@ pub struct SessionWithUser {
     pub last_seen_at: OffsetDateTime,
 }
 
-/// What a revocation writes on each session it takes.
-pub struct RevocationRecord<'a> {
+/// Everything one revoking call writes, in one transaction: the log event, the
+/// sessions it takes, and the ban and audit entry that go with it.
+pub struct RevocationWrite<'a> {
+    pub scope: RevokeScope,
     pub at: OffsetDateTime,
-    pub kind: &'a str,
+    pub kind: &'static str,
     pub reason: Option<&'a str>,
-    /// The node that answered the revoking call.
+    /// The node that answered the revoking call (for operators; never used to skip).
     pub node_id: &'a str,
+    /// A ban written with the revocation, so a ban never lands without its sessions.
+    pub ban: Option<&'a BanRecord>,
+    /// The admin's audit entry; its `sessions_revoked` is filled in here.
+    pub audit: Option<&'a AuditRecord>,
+}
+
+/// A committed revocation: its place in the log and the sessions it took.
+pub struct CommittedRevocation {
+    pub seq: i64,
+    pub sessions: Vec<SessionRecord>,
 }
 
 /// A revoked session as the revocation log gives it to a catching-up node.
@@ -138,6 +154,20 @@ pub struct LoggedRevocation {
     #[sqlx(flatten)]
     pub session: SessionRecord,
     pub revocation_seq: i64,
+}
+
+/// A place in the revocation log: after session `session` of event `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCursor {
+    pub seq: i64,
+    pub session: Uuid,
+}
+
+impl LogCursor {
+    /// Just after every session of event `seq`.
+    pub fn after_event(seq: i64) -> LogCursor {
+        LogCursor { seq, session: Uuid::max() }
+    }
 }
 
 /// The outcome of presenting a refresh token.
@@ -152,129 +182,454 @@ pub enum RefreshOutcome {
     SessionEnded(SessionRecord),
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Answers when the database can be reached (`/readyz`).
-    async fn ping(&self) -> anyhow::Result<()>;
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
 
-    async fn create_user(&self, user: NewUser<'_>) -> anyhow::Result<CreateUser>;
+/// Runs `$body` with `$pool` bound to whichever pool this store has.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The insert of an audit entry, ready to run on a pool or in a transaction.
+macro_rules! insert_audit {
+    ($entry:expr) => {
+        sqlx::query(INSERT_AUDIT)
+            .bind($entry.id)
+            .bind(utc($entry.at))
+            .bind($entry.actor_id)
+            .bind(&$entry.actor_name)
+            .bind(&$entry.action)
+            .bind(&$entry.target_type)
+            .bind($entry.target_id.as_deref())
+            .bind($entry.reason.as_deref())
+            .bind($entry.sessions_revoked)
+            .bind($entry.sockets_closed)
+            .bind($entry.until.map(utc))
+    };
+}
+
+/// The database, SQLite or PostgreSQL; cheap to share behind an `Arc`.
+pub struct Store {
+    pool: Pool,
+}
+
+/// Opens (creating when missing) and migrates the database the URL names.
+pub async fn connect(database_url: &str) -> anyhow::Result<Arc<Store>> {
+    let pool = if crate::config::is_postgres_url(database_url) {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(database_url)
+            .await?;
+        // Several nodes may start at once: sqlx serializes their migrations with an
+        // advisory lock.
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        Pool::Postgres(pool)
+    } else {
+        let options = SqliteConnectOptions::from_str(database_url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // A process killed with -9 loses nothing committed under NORMAL in WAL
+            // mode; only a power cut may lose the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        // SQLite takes one writer at a time; a few connections serve the readers.
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Pool::Sqlite(pool)
+    };
+    Ok(Arc::new(Store { pool }))
+}
+
+impl Store {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// The PostgreSQL pool, for the cluster bus; None with SQLite.
+    pub fn postgres_pool(&self) -> Option<PgPool> {
+        match &self.pool {
+            Pool::Postgres(pool) => Some(pool.clone()),
+            Pool::Sqlite(_) => None,
+        }
+    }
+
+    /// Answers when the database can be reached (`/readyz`).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(PING).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn create_user(&self, user: NewUser<'_>) -> anyhow::Result<CreateUser> {
+        let inserted = on_pool!(self, pool => sqlx::query(INSERT_USER)
+            .bind(user.id)
+            .bind(user.username)
+            .bind(user.password_hash)
+            .bind(user.role)
+            .bind(user.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        match inserted {
+            Ok(()) => Ok(CreateUser::Created),
+            Err(e) if is_unique_violation(&e) => Ok(CreateUser::UsernameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
 
     /// Creates many users in one transaction, skipping taken names; returns how many were created.
-    async fn create_users(&self, users: &[NewUser<'_>]) -> anyhow::Result<u64>;
+    pub async fn create_users(&self, users: &[NewUser<'_>]) -> anyhow::Result<u64> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut created = 0;
+            for user in users {
+                created += sqlx::query(INSERT_USER_IF_FREE)
+                    .bind(user.id)
+                    .bind(user.username)
+                    .bind(user.password_hash)
+                    .bind(user.role)
+                    .bind(user.created_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(created)
+        })
+    }
 
     /// Creates the user only while no admin exists; false when one does (or the name is taken).
-    async fn create_first_admin(&self, user: NewUser<'_>) -> anyhow::Result<bool>;
+    pub async fn create_first_admin(&self, user: NewUser<'_>) -> anyhow::Result<bool> {
+        let inserted = on_pool!(self, pool => sqlx::query(INSERT_FIRST_ADMIN)
+            .bind(user.id)
+            .bind(user.username)
+            .bind(user.password_hash)
+            .bind(user.role)
+            .bind(user.created_at)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()));
+        match inserted {
+            Ok(rows) => Ok(rows == 1),
+            // Another node created it first, or the name belongs to a player.
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
 
-    async fn find_user_by_name(&self, username: &str) -> anyhow::Result<Option<UserRecord>>;
+    pub async fn find_user_by_name(&self, username: &str) -> anyhow::Result<Option<UserRecord>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(USER_BY_NAME).bind(username).fetch_optional(pool).await?))
+    }
 
-    async fn find_user(&self, id: Uuid) -> anyhow::Result<Option<UserRecord>>;
+    pub async fn find_user(&self, id: Uuid) -> anyhow::Result<Option<UserRecord>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(USER_BY_ID).bind(id).fetch_optional(pool).await?))
+    }
 
     /// Records a new session and its first refresh token, atomically.
-    async fn create_session(&self, session: &SessionRecord, refresh_hash: &[u8]) -> anyhow::Result<()>;
+    pub async fn create_session(&self, session: &SessionRecord, refresh_hash: &[u8]) -> anyhow::Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(INSERT_SESSION)
+                .bind(session.id)
+                .bind(session.user_id)
+                .bind(session.created_at)
+                .bind(session.expires_at)
+                .bind(session.last_seen_at)
+                .bind(session.user_agent.as_deref())
+                .bind(session.ip.as_deref())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT_REFRESH_TOKEN)
+                .bind(refresh_hash)
+                .bind(session.id)
+                .bind(session.created_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
 
     /// Compare-and-swap of the session's refresh token: of several callers with the
     /// same token, exactly one gets `Rotated`.
-    async fn rotate_refresh_token(
+    pub async fn rotate_refresh_token(
         &self,
         old_hash: &[u8],
         new_hash: &[u8],
         now: OffsetDateTime,
-    ) -> anyhow::Result<RefreshOutcome>;
+    ) -> anyhow::Result<RefreshOutcome> {
+        let rotated: Option<SessionRecord> = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let claimed: Option<(Uuid,)> =
+                sqlx::query_as(MARK_REFRESH_USED).bind(old_hash).bind(now).fetch_optional(&mut *tx).await?;
+            match claimed {
+                None => {
+                    tx.rollback().await?;
+                    None
+                }
+                Some((session_id,)) => {
+                    let session: SessionRecord =
+                        sqlx::query_as(SESSION_BY_ID).bind(session_id).fetch_one(&mut *tx).await?;
+                    if session.revoked_at.is_some() || session.expires_at <= now {
+                        tx.rollback().await?;
+                        return Ok(RefreshOutcome::SessionEnded(session));
+                    }
+                    sqlx::query(INSERT_REFRESH_TOKEN)
+                        .bind(new_hash)
+                        .bind(session_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Some(session)
+                }
+            }
+        });
+        if let Some(session) = rotated {
+            return Ok(RefreshOutcome::Rotated(session));
+        }
+        let owner: Option<(Uuid,)> = on_pool!(self, pool => sqlx::query_as(REFRESH_TOKEN_SESSION).bind(old_hash).fetch_optional(pool).await?);
+        let Some((session_id,)) = owner else { return Ok(RefreshOutcome::Unknown) };
+        let Some(session) = self.find_session(session_id).await? else { return Ok(RefreshOutcome::Unknown) };
+        Ok(if session.revoked_at.is_some() || session.expires_at <= now {
+            RefreshOutcome::SessionEnded(session)
+        } else {
+            RefreshOutcome::Reused(session)
+        })
+    }
 
-    /// Marks the live sessions in scope revoked, logs the revocation (seq) and, with
-    /// PostgreSQL, announces it to the other nodes, in one transaction; returns the
-    /// sessions as they now are. Sessions revoked before are left untouched.
-    async fn revoke_sessions(
+    /// Marks the live sessions in scope revoked and logs the event (with its ban and
+    /// audit entry), in one transaction; returns the event's seq and the sessions as
+    /// they now are. Sessions revoked before are left untouched, so a retry of a call
+    /// whose commit failed takes exactly what the first try would have.
+    pub async fn revoke(&self, write: RevocationWrite<'_>) -> anyhow::Result<CommittedRevocation> {
+        let (sql, id, keep) = match write.scope {
+            RevokeScope::Session(id) => (REVOKE_SESSION, id, None),
+            RevokeScope::User(id) => (REVOKE_USER_SESSIONS, id, None),
+            RevokeScope::UserExcept { user, keep } => (REVOKE_USER_SESSIONS_EXCEPT, user, Some(keep)),
+            RevokeScope::AllExcept(keep) => (REVOKE_ALL_SESSIONS_EXCEPT, keep, None),
+        };
+        let is_postgres = self.is_postgres();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if is_postgres {
+                sqlx::query(LOCK_REVOCATION_LOG).execute(&mut *tx).await?;
+            }
+            let (seq,): (i64,) = sqlx::query_as(INSERT_REVOCATION_EVENT)
+                .bind(write.at)
+                .bind(write.kind)
+                .bind(write.reason)
+                .bind(write.node_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(ban) = write.ban {
+                sqlx::query(UPSERT_BAN)
+                    .bind(ban.user_id)
+                    .bind(ban.reason.as_deref())
+                    .bind(ban.until.map(utc))
+                    .bind(ban.created_at)
+                    .bind(ban.actor_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let query = sqlx::query_as(sql).bind(id).bind(write.at).bind(write.kind).bind(write.reason).bind(seq);
+            let query = match keep {
+                Some(keep) => query.bind(keep),
+                None => query,
+            };
+            let sessions: Vec<SessionRecord> = query.fetch_all(&mut *tx).await?;
+            if let Some(audit) = write.audit {
+                let audit = AuditRecord { sessions_revoked: sessions.len() as i64, ..audit.clone() };
+                insert_audit!(audit).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(CommittedRevocation { seq, sessions })
+        })
+    }
+
+    /// Lifts a ban and logs it, so every node stops closing its sessions' sockets with
+    /// 4003; None when there was no ban.
+    pub async fn unban(
         &self,
-        scope: RevokeScope,
-        revocation: RevocationRecord<'_>,
-    ) -> anyhow::Result<Vec<SessionRecord>>;
+        user_id: Uuid,
+        at: OffsetDateTime,
+        node_id: &str,
+        audit: &AuditRecord,
+    ) -> anyhow::Result<Option<i64>> {
+        let is_postgres = self.is_postgres();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if is_postgres {
+                sqlx::query(LOCK_REVOCATION_LOG).execute(&mut *tx).await?;
+            }
+            if sqlx::query(DELETE_BAN).bind(user_id).execute(&mut *tx).await?.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            let (seq,): (i64,) = sqlx::query_as(INSERT_REVOCATION_EVENT)
+                .bind(at)
+                .bind("unban")
+                .bind(None::<&str>)
+                .bind(node_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            insert_audit!(audit).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(seq))
+        })
+    }
 
-    async fn find_session(&self, id: Uuid) -> anyhow::Result<Option<SessionRecord>>;
+    pub async fn find_session(&self, id: Uuid) -> anyhow::Result<Option<SessionRecord>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(SESSION_BY_ID).bind(id).fetch_optional(pool).await?))
+    }
 
     /// The seq of the newest revocation event (0: none yet).
-    async fn latest_revocation_seq(&self) -> anyhow::Result<i64>;
+    pub async fn latest_revocation_seq(&self) -> anyhow::Result<i64> {
+        let (seq,): (i64,) =
+            on_pool!(self, pool => sqlx::query_as(LATEST_REVOCATION_SEQ).fetch_one(pool).await?);
+        Ok(seq)
+    }
 
-    /// Sessions revoked by other nodes' events after `seq`, oldest first, at most `limit`.
-    async fn sessions_revoked_after(
+    /// The newest seq after `seq` (or `seq` itself), and whether any event after it
+    /// changed a ban.
+    pub async fn log_head_after(&self, seq: i64) -> anyhow::Result<(i64, bool)> {
+        let (head, ban_changes): (i64, i64) =
+            on_pool!(self, pool => sqlx::query_as(LOG_HEAD_AFTER).bind(seq).fetch_one(pool).await?);
+        Ok((head, ban_changes > 0))
+    }
+
+    /// Sessions revoked after `cursor` by events up to `up_to`, in log order, at most `limit`.
+    pub async fn sessions_revoked_in_log(
         &self,
-        seq: i64,
+        cursor: LogCursor,
+        up_to: i64,
         limit: i64,
-        other_than_node: &str,
-    ) -> anyhow::Result<Vec<LoggedRevocation>>;
-
-    /// Replaces this node's socket counts per session (PostgreSQL; nothing for SQLite).
-    async fn record_node_sockets(
-        &self,
-        node_id: &str,
-        counts: &[(Uuid, i32)],
-        now: OffsetDateTime,
-    ) -> anyhow::Result<()>;
-
-    /// Other nodes' socket counts seen after `since`: (session, node, sockets).
-    async fn other_nodes_sockets(
-        &self,
-        node_id: &str,
-        since: OffsetDateTime,
-    ) -> anyhow::Result<Vec<(Uuid, String, i32)>>;
+    ) -> anyhow::Result<Vec<LoggedRevocation>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(SESSIONS_REVOKED_IN_LOG)
+            .bind(cursor.seq)
+            .bind(cursor.session)
+            .bind(up_to)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
 
     /// Sessions whose tokens may still be presented: not past `expired_after`, and not
     /// revoked before `revoked_after`. The registry is loaded from these at start.
-    async fn sessions_to_remember(
+    pub async fn sessions_to_remember(
         &self,
         expired_after: OffsetDateTime,
         revoked_after: OffsetDateTime,
-    ) -> anyhow::Result<Vec<SessionRecord>>;
+    ) -> anyhow::Result<Vec<SessionRecord>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(SESSIONS_TO_REMEMBER)
+            .bind(expired_after)
+            .bind(revoked_after)
+            .fetch_all(pool)
+            .await?))
+    }
 
     /// The user's sessions that are neither revoked nor past their lifetime.
-    async fn live_sessions_of_user(
+    pub async fn live_sessions_of_user(
         &self,
         user_id: Uuid,
         now: OffsetDateTime,
-    ) -> anyhow::Result<Vec<SessionRecord>>;
+    ) -> anyhow::Result<Vec<SessionRecord>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(LIVE_SESSIONS_OF_USER)
+            .bind(user_id)
+            .bind(now)
+            .fetch_all(pool)
+            .await?))
+    }
 
     /// Live sessions with their usernames, oldest first; of one user when given.
-    async fn live_sessions_with_users(
+    pub async fn live_sessions_with_users(
         &self,
         user_id: Option<Uuid>,
         now: OffsetDateTime,
-    ) -> anyhow::Result<Vec<SessionWithUser>>;
-
-    /// Bans a user, replacing any earlier ban of theirs.
-    async fn ban_user(&self, ban: &BanRecord) -> anyhow::Result<()>;
-
-    /// Lifts a ban; false when there was none.
-    async fn unban_user(&self, user_id: Uuid) -> anyhow::Result<bool>;
+    ) -> anyhow::Result<Vec<SessionWithUser>> {
+        Ok(on_pool!(self, pool => match user_id {
+            Some(user_id) => {
+                sqlx::query_as(LIVE_SESSIONS_OF_USER_WITH_NAME).bind(now).bind(user_id).fetch_all(pool).await?
+            }
+            None => sqlx::query_as(LIVE_SESSIONS_WITH_USERS).bind(now).fetch_all(pool).await?,
+        }))
+    }
 
     /// The user's ban, unless there is none or it has lifted by `now`.
-    async fn active_ban(&self, user_id: Uuid, now: OffsetDateTime) -> anyhow::Result<Option<BanRecord>>;
+    pub async fn active_ban(&self, user_id: Uuid, now: OffsetDateTime) -> anyhow::Result<Option<BanRecord>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(ACTIVE_BAN)
+            .bind(user_id)
+            .bind(utc(now))
+            .fetch_optional(pool)
+            .await?))
+    }
 
-    async fn append_audit(&self, entry: &AuditRecord) -> anyhow::Result<()>;
+    /// Every ban still in force at `now`.
+    pub async fn active_bans(&self, now: OffsetDateTime) -> anyhow::Result<Vec<BanRecord>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(ACTIVE_BANS).bind(utc(now)).fetch_all(pool).await?))
+    }
+
+    /// An admin action that revoked nothing.
+    pub async fn append_audit(&self, entry: &AuditRecord) -> anyhow::Result<()> {
+        on_pool!(self, pool => {
+            insert_audit!(entry).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Fills in how many sockets a revocation closed, once they are closed.
+    pub async fn set_audit_sockets_closed(&self, id: Uuid, sockets_closed: u64) -> anyhow::Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(SET_AUDIT_SOCKETS_CLOSED).bind(id).bind(sockets_closed as i64).execute(pool).await?;
+        });
+        Ok(())
+    }
 
     /// The newest `limit` audit entries, newest first.
-    async fn audit_entries(&self, limit: i64) -> anyhow::Result<Vec<AuditRecord>>;
+    pub async fn audit_entries(&self, limit: i64) -> anyhow::Result<Vec<AuditRecord>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(AUDIT_NEWEST).bind(limit).fetch_all(pool).await?))
+    }
 
     /// Persists `last_seen_at`, which the registry keeps in memory between flushes.
-    async fn record_last_seen(&self, seen: &[(Uuid, OffsetDateTime)]) -> anyhow::Result<()>;
-}
-
-/// Opens (creating when missing) and migrates the database the URL names.
-pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if crate::config::is_postgres_url(database_url) {
-        Ok(Arc::new(PgStore::connect(database_url).await?))
-    } else {
-        Ok(Arc::new(SqliteStore::connect(database_url).await?))
+    pub async fn record_last_seen(&self, seen: &[(Uuid, OffsetDateTime)]) -> anyhow::Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (id, at) in seen {
+                sqlx::query(UPDATE_LAST_SEEN).bind(id).bind(at).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 }
 
-/// Times are kept to whole seconds: the contract prints RFC 3339 seconds, and SQLite
-/// compares stored times as text, which is only sound with one fixed format.
+/// Times are kept to whole seconds in UTC: the contract prints RFC 3339 seconds, and
+/// SQLite compares stored times as text, which is only sound with one fixed format
+/// and one offset (a ban `until` sent as `-10:00` would otherwise lift hours early).
 pub fn now() -> OffsetDateTime {
     truncate_to_seconds(OffsetDateTime::now_utc())
 }
 
 pub fn truncate_to_seconds(at: OffsetDateTime) -> OffsetDateTime {
-    at.replace_nanosecond(0).expect("zero nanoseconds is always valid")
+    utc(at).replace_nanosecond(0).expect("zero nanoseconds is always valid")
+}
+
+/// The same instant, written with offset +00:00.
+pub fn utc(at: OffsetDateTime) -> OffsetDateTime {
+    at.to_offset(UtcOffset::UTC)
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {

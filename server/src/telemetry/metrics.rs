@@ -3,7 +3,7 @@
 //! are exact, and nothing on the hot path maintains them).
 
 use crate::app::AppState;
-use crate::sessions::RevokeKind;
+use crate::revocation::RevokeKind;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -61,6 +61,7 @@ fn close_code_label(code: u16) -> &'static str {
         1001 => "1001",
         1008 => "1008",
         1009 => "1009",
+        1013 => "1013",
         4001 => "4001",
         4002 => "4002",
         4003 => "4003",
