@@ -11,7 +11,9 @@
 //     put in the page with textContent / DOM nodes, never innerHTML.
 //
 // Stable hooks for tests (tests/browser/*.mjs drive these; keep them stable):
-//   #boot                      shown while the page checks for a session at load
+//   #boot                      shown while the page checks for a session at load; while
+//                              the server answers 503 not_ready / busy it stays, with
+//                              data-busy="true", a note and #boot-retry / #boot-login
 //   #login-form                the sign-in form (hidden once signed in)
 //     #login-username, #login-password, #login-submit
 //   #console                   the signed-in view
@@ -29,7 +31,8 @@
 //   #sessions-count            "(n)" or "(shown of n)" with a filter
 //   #sessions-empty            shown when no session is online
 //   #session-filter            username filter (case-insensitive substring)
-//   #poll-state                data-state = live|paused|error|idle
+//   #poll-state                data-state = live|paused|error|idle|retrying (retrying:
+//                              the server answered 503 not_ready / busy; not an error)
 //   #revoke-all                opens the dialog for POST /api/admin/revoke-all
 //   #action-dialog             <dialog> for revoke / kick / ban / revoke-all;
 //                              data-action = the pending action while open
@@ -48,6 +51,13 @@
 //   "Revoked session <sid8> of <username>: …"
 //   "Revoked all other sessions: …"
 //   "Unbanned user <uid>"
+//
+// Try again later (API.md "Cluster", "Limits"): a call answered 503 not_ready (this node
+// cannot vouch for sessions right now) or 503 busy (shedding password-hashing load, with
+// Retry-After) did nothing and is sent again after a full-jitter backoff (Retry-After as
+// a floor), at most RETRY_ATTEMPTS times within RETRY_BUDGET_MS; then it is reported as
+// a calm "the server is catching up" (data-kind="info"), never as a sign-out. Only 401
+// and 403 sign the console out; a refresh answered 503 leaves the session as it was.
 
 const POLL_MS = 2000;
 const AUDIT_LIMIT = 100;
@@ -55,6 +65,12 @@ const REASON_MAX = 500;
 /** 401 codes after which this console's session is gone: back to the login form. */
 const SESSION_GONE = new Set(['invalid_token', 'session_revoked', 'session_expired']);
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** 503 codes that mean "nothing was done; send the same call again later". */
+const TRY_LATER = new Set(['not_ready', 'busy']);
+const RETRY_ATTEMPTS = 5;
+const RETRY_BUDGET_MS = 30_000;
+const RETRY_BASE_MS = 500;
+const RETRY_MAX_MS = 15_000;
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -111,12 +127,80 @@ class ApiError extends Error {
   }
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** 503 not_ready / busy: the server did nothing; the session is as good as before. */
+function isTryLater(error) {
+  return error instanceof ApiError && error.status === 503 && TRY_LATER.has(error.code);
+}
+
+/** A Retry-After value (delay-seconds or an HTTP date) in ms, or null. */
+function retryAfterMs(value) {
+  if (typeof value !== 'string' || !value.trim()) return null;
+  const text = value.trim();
+  if (/^\d+(?:\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
+}
+
+/** Full-jitter exponential backoff: floorMs + random(0, min(max, base * 2^n)). */
+function backoffMs(n, floorMs = 0, baseMs = RETRY_BASE_MS, maxMs = RETRY_MAX_MS) {
+  return Math.round(floorMs + Math.random() * Math.min(maxMs, baseMs * 2 ** n));
+}
+
+/** "3.4" or "12": a delay in seconds for people. */
+function seconds(ms) {
+  const s = Math.max(0, ms) / 1000;
+  return s < 10 ? s.toFixed(1) : String(Math.round(s));
+}
+
+/** "This server is catching up" / "The server is busy" for a try-later error. */
+function busyText(error) {
+  return error?.code === 'busy' ? 'The server is busy' : 'This server is catching up';
+}
+
 /**
- * One JSON call to the server. Bearer routes (`bearer: true`) get one silent refresh
- * and retry on 401 invalid_token (the access token may have gone stale while the tab
- * slept; nothing was done by the refused call).
+ * Runs fn() again while it fails with 503 not_ready / busy: a full-jitter backoff with
+ * Retry-After as a floor, at most RETRY_ATTEMPTS attempts within RETRY_BUDGET_MS;
+ * onRetry(delayMs, error) is told of each wait. The last error is thrown with
+ * `attempts` set, and such an error is not retried again by an outer loop.
  */
-async function api(method, path, { body, bearer = true, retried = false } = {}) {
+async function withRetries(fn, onRetry) {
+  const started = performance.now();
+  for (let n = 1; ; n++) {
+    try {
+      return await fn();
+    } catch (error) {
+      if (!isTryLater(error) || error.attempts) throw error;
+      const floorMs = retryAfterMs(error.retryAfter) ?? 0;
+      const leftMs = RETRY_BUDGET_MS - (performance.now() - started);
+      if (n >= RETRY_ATTEMPTS || floorMs > leftMs) {
+        error.attempts = n;
+        throw error;
+      }
+      const delayMs = Math.min(leftMs, backoffMs(n, floorMs));
+      if (onRetry) onRetry(delayMs, error);
+      await sleep(delayMs);
+    }
+  }
+}
+
+/**
+ * One JSON call to the server, sent again on 503 not_ready / busy (see withRetries;
+ * `onRetry(delayMs, error)` hears of each wait). Bearer routes (`bearer: true`) get one
+ * silent refresh and retry on 401 invalid_token (the access token may have gone stale
+ * while the tab slept; nothing was done by the refused call).
+ */
+function api(method, path, { onRetry, ...options } = {}) {
+  const gen = generation;
+  return withRetries(() => {
+    // Signed out while waiting: do not send the call with someone else's token.
+    if (options.bearer !== false && gen !== generation) throw new ApiError(401, 'invalid_token', 'Not signed in.');
+    return apiOnce(method, path, options);
+  }, onRetry);
+}
+
+async function apiOnce(method, path, { body, bearer = true, retried = false } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (bearer) {
@@ -156,8 +240,12 @@ async function api(method, path, { body, bearer = true, retried = false } = {}) 
   if (bearer && !retried && response.status === 401 && code === 'invalid_token' && auth) {
     const sent = headers.Authorization;
     // Another call may already have refreshed while this one was out.
-    if (auth && `Bearer ${auth.token}` !== sent) return api(method, path, { body, bearer, retried: true });
-    if ((await refreshSession()) === 'ok') return api(method, path, { body, bearer, retried: true });
+    if (auth && `Bearer ${auth.token}` !== sent) return apiOnce(method, path, { body, bearer, retried: true });
+    const outcome = await refreshSession();
+    if (outcome === 'ok') return apiOnce(method, path, { body, bearer, retried: true });
+    // A refresh that failed for want of a server (503 not_ready / busy, network, 5xx) says
+    // nothing about the session: report that, not the 401, which would sign out.
+    if (outcome instanceof ApiError && outcome.status !== 401 && outcome.status !== 403) throw outcome;
   }
   throw error;
 }
@@ -170,6 +258,10 @@ function describe(error) {
     text += ` (${until}${error.body.reason ? `; reason: ${error.body.reason}` : ''})`;
   }
   if (error.code === 'rate_limited' && error.retryAfter) text += ` Try again in ${error.retryAfter} s.`;
+  if (isTryLater(error)) {
+    const wait = retryAfterMs(error.retryAfter);
+    text = `${busyText(error)}; try again ${wait ? `in ${seconds(wait)} s` : 'in a moment'}.`;
+  }
   return text;
 }
 
@@ -201,33 +293,45 @@ function acceptPair(pair) {
  */
 function refreshSession() {
   if (!refreshInFlight) {
+    const once = () => apiOnce('POST', '/api/auth/refresh', { bearer: false });
+    // The lock is held per attempt, not across a 503 wait.
+    const locked = () => (navigator.locks?.request ? navigator.locks.request('tether-refresh', once) : once());
+    const onRetry = (delayMs, error) => {
+      if (!el.boot.hidden) showBootNotice(`${busyText(error)}; retrying in ${seconds(delayMs)} s… Your session is kept.`, true);
+    };
     const run = async () => {
       try {
-        const pair = await api('POST', '/api/auth/refresh', { bearer: false });
-        return acceptPair(pair);
+        return acceptPair(await withRetries(locked, onRetry));
       } catch (error) {
         return error instanceof ApiError ? error : new ApiError(0, 'network', String(error));
       }
     };
-    const locked = navigator.locks?.request ? navigator.locks.request('tether-refresh', run) : run();
-    refreshInFlight = locked.finally(() => {
+    refreshInFlight = run().finally(() => {
       refreshInFlight = null;
     });
   }
   return refreshInFlight;
 }
 
+let refreshFailures = 0;
 async function scheduledRefresh() {
   if (!auth) return;
   const gen = generation;
   const outcome = await refreshSession();
-  if (gen !== generation || outcome === 'ok') return;
+  if (gen !== generation) return;
+  if (outcome === 'ok') {
+    refreshFailures = 0;
+    return;
+  }
   if (outcome === 'not_admin') {
     signedOut('This account is no longer an admin.');
   } else if (outcome.status === 0 || outcome.status >= 500 || outcome.status === 429) {
-    // Transient: try again soon; the current token still has its margin.
+    // Transient (503 not_ready / busy included): try again soon, a little later each
+    // time; the session is untouched and the current token may still have its margin.
     clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(scheduledRefresh, 5000);
+    const floorMs = retryAfterMs(outcome.retryAfter) ?? 0;
+    refreshTimer = setTimeout(scheduledRefresh, Math.max(1_000, backoffMs(refreshFailures + 2, floorMs, 1_000, 30_000)));
+    refreshFailures += 1;
   } else {
     signedOut(`Signed out: ${describe(outcome)}`);
   }
@@ -261,6 +365,10 @@ function reportError(error, action) {
     signedOut(`Signed out: ${error.message}`);
   } else if (error.status === 403 && error.code === 'forbidden') {
     signedOut(`Signed out: ${error.message}`);
+  } else if (isTryLater(error)) {
+    // Nothing was done and the session is fine: say so calmly.
+    const what = FAILED[action];
+    setStatus(`${what ? `${what}: ` : ''}${describe(error)}`, 'info', action);
   } else {
     const what = FAILED[action];
     setStatus(what ? `${what}: ${describe(error)}` : describe(error), 'error', action);
@@ -418,7 +526,11 @@ async function pollSessions() {
   pollInFlight = true;
   const gen = generation;
   try {
-    const data = await api('GET', '/api/admin/sessions?online=true');
+    const data = await api('GET', '/api/admin/sessions?online=true', {
+      onRetry: (delayMs, error) => {
+        if (gen === generation) setPollState('retrying', `${busyText(error).toLowerCase()} · retrying in ${seconds(delayMs)} s`);
+      },
+    });
     if (gen !== generation) return;
     renderSessions(Array.isArray(data?.sessions) ? data.sessions : []);
     setPollState('live', `live · ${timeFormat.format(new Date())}`);
@@ -426,6 +538,10 @@ async function pollSessions() {
     if (gen !== generation) return;
     if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
       reportError(error, 'sessions');
+      return;
+    }
+    if (isTryLater(error)) {
+      setPollState('retrying', `${busyText(error).toLowerCase()} · retrying…`);
       return;
     }
     setPollState('error', `not updating: ${describe(error)}`);
@@ -715,7 +831,12 @@ async function confirmAction(event) {
   setStatus(`${spec.confirm}…`, 'pending', action.kind);
   const gen = generation;
   try {
-    const result = await api(method, path, { body });
+    const result = await api(method, path, {
+      body,
+      onRetry: (delayMs, error) => {
+        if (gen === generation) setStatus(`${spec.confirm}: ${busyText(error)}; retrying in ${seconds(delayMs)} s…`, 'pending', action.kind);
+      },
+    });
     if (gen !== generation) return;
     closeAction();
     setStatus(spec.done(action, result ?? {}, body), 'ok', action.kind);
@@ -743,7 +864,11 @@ async function unban(userId, label) {
   const gen = generation;
   setStatus(`Unbanning ${label || id}…`, 'pending', 'unban');
   try {
-    await api('DELETE', `/api/admin/users/${encodeURIComponent(id)}/ban`);
+    await api('DELETE', `/api/admin/users/${encodeURIComponent(id)}/ban`, {
+      onRetry: (delayMs, error) => {
+        if (gen === generation) setStatus(`Unbanning: ${busyText(error)}; retrying in ${seconds(delayMs)} s…`, 'pending', 'unban');
+      },
+    });
     if (gen !== generation) return;
     setStatus(`Unbanned user ${label ? `${label} (${id})` : id}`, 'ok', 'unban');
     if (el.unbanUserId.value.trim() === id) el.unbanUserId.value = '';
@@ -767,7 +892,11 @@ async function login(event) {
   el.loginSubmit.disabled = true;
   setStatus('Signing in…', 'pending', 'login');
   try {
-    const pair = await api('POST', '/api/auth/login', { body: { username, password }, bearer: false });
+    const pair = await api('POST', '/api/auth/login', {
+      body: { username, password },
+      bearer: false,
+      onRetry: (delayMs, error) => setStatus(`Signing in: ${busyText(error)}; retrying in ${seconds(delayMs)} s…`, 'pending', 'login'),
+    });
     if (acceptPair(pair) === 'not_admin') {
       // This login opened a session for a non-admin: end it again, quietly.
       await fetch('/api/auth/logout', {
@@ -782,7 +911,8 @@ async function login(event) {
     setStatus(`Signed in as ${auth.user.username}.`, 'ok', 'login');
     enterConsole();
   } catch (error) {
-    setStatus(error instanceof ApiError ? describe(error) : `Unexpected error: ${error}`, 'error', 'login');
+    const kind = isTryLater(error) ? 'info' : 'error';
+    setStatus(error instanceof ApiError ? describe(error) : `Unexpected error: ${error}`, kind, 'login');
   } finally {
     el.loginSubmit.disabled = false;
   }
@@ -859,8 +989,39 @@ async function boot() {
   }
   wire();
   showView('boot');
-  // A reload keeps the admin signed in: the refresh cookie, tried once.
+  await resumeSession();
+}
+
+// A reload keeps the admin signed in: the refresh cookie. While the server answers 503
+// not_ready / busy (after refreshSession's own retries), the boot view stays with a calm
+// note and the refresh is tried again later, with a growing jittered delay: the cookie is
+// untouched, so nobody is signed out. "Sign in instead" leaves for the form.
+let resumeTimer = 0;
+let resumeWaits = 0;
+let resumeRound = 0;
+
+async function resumeSession() {
+  clearTimeout(resumeTimer);
+  const round = resumeRound;
   const outcome = await refreshSession();
+  if (round !== resumeRound) {
+    // The operator went to the form meanwhile: only a session that came back is taken.
+    if (outcome === 'ok' && el.console.hidden && !el.loginSubmit.disabled) enterConsole();
+    return;
+  }
+  if (isTryLater(outcome)) {
+    resumeWaits += 1;
+    const delayMs = backoffMs(resumeWaits, retryAfterMs(outcome.retryAfter) ?? 0, 1_000, 30_000);
+    resumeTimer = setTimeout(resumeSession, delayMs);
+    const text = `${busyText(outcome)}; retrying in ${seconds(delayMs)} s… Your session is kept.`;
+    showBootNotice(text, true);
+    setStatus(text, 'info', 'refresh');
+    return;
+  }
+  const waited = resumeWaits > 0 || el.boot.dataset.busy === 'true';
+  resumeWaits = 0;
+  delete el.boot.dataset.busy;
+  if (waited) setStatus('', 'none', 'refresh'); // the "catching up" note is over
   if (outcome === 'ok') {
     enterConsole();
     return;
@@ -874,6 +1035,37 @@ async function boot() {
     setStatus(describe(outcome), 'error', 'refresh');
   }
   el.loginUsername.focus();
+}
+
+/** The boot view's note; with `actions`, the "Retry now" and "Sign in instead" buttons. */
+function showBootNotice(text, actions = false) {
+  el.boot.dataset.busy = 'true';
+  el.boot.setAttribute('role', 'status');
+  el.boot.setAttribute('aria-live', 'polite');
+  const hadFocus = el.boot.contains(document.activeElement) ? document.activeElement.id : null;
+  const line = h('p', { id: 'boot-message', text });
+  if (!actions) {
+    el.boot.replaceChildren(line);
+    return;
+  }
+  const retry = h('button', { type: 'button', id: 'boot-retry', text: 'Retry now' });
+  retry.addEventListener('click', () => {
+    showBootNotice('Checking for a signed-in session…');
+    resumeSession();
+  });
+  const login = h('button', { type: 'button', id: 'boot-login', text: 'Sign in instead' });
+  login.addEventListener('click', () => {
+    clearTimeout(resumeTimer);
+    resumeWaits = 0;
+    resumeRound += 1;
+    delete el.boot.dataset.busy;
+    showView('login');
+    setStatus('', 'none', 'refresh');
+    el.loginUsername.focus();
+  });
+  el.boot.replaceChildren(line, h('p', {}, retry, ' ', login));
+  if (hadFocus === 'boot-login') login.focus();
+  else retry.focus();
 }
 
 boot();

@@ -7,13 +7,15 @@
 //
 // Element ids the browser tests rely on: #login-username #login-password #login-submit
 // #register-submit #game-canvas #status #room-name #scoreboard #chat-input #chat-log
-// #sessions #overlay (data-code = the close code).
+// #sessions #overlay (data-code = the close code). #status has data-busy="true" while the
+// client waits for a node that cannot vouch for the session right now (close 1013, 503
+// not_ready / busy): a "server busy, retrying" state, never a logout.
 // window.tetherDebug (read-only, a fresh frozen object on each read):
 //   { connected, state, user, sessionId, you, room, players: {id: {x, y, name, score, ack}},
 //     predicted: {x, y} | null, pendingInputs, corrections (snapshots that moved the
 //     prediction by more than half a unit), items: [{id, x, y}], lastSnapshotTick, latencyMs }
 
-import { TetherClient, TetherError } from './tether-client.js';
+import { TetherClient, TetherError, backoffMs, isTryLater } from './tether-client.js';
 
 const INTERP_DELAY_MS = 100;
 const PING_EVERY_MS = 2_000;
@@ -86,6 +88,7 @@ const game = {
   inGame: false,
   leaving: null, // { room, until }: switching rooms, the old one's `left` not yet seen
   connectionLost: false, // said so in the chat log; say "Reconnected." on the next welcome
+  busyShown: false, // said "the server is catching up" in the chat log since the last welcome
   corrections: 0, // snapshots that moved the prediction by more than half a unit
 };
 const keys = new Set();
@@ -188,17 +191,20 @@ ui.canvas.addEventListener('pointerdown', () => ui.canvas.focus());
 
 // ------------------------------------------------------------------ socket events
 
-client.on('state', ({ state, delayMs, code }) => {
+client.on('state', ({ state, delayMs, code, busy }) => {
+  const retry = busy ? 'server busy, retrying' : 'reconnecting';
   const text = {
     idle: 'offline',
     connecting: 'connecting',
     connected: 'connected',
-    reconnecting: delayMs ? `reconnecting in ${(delayMs / 1000).toFixed(1)} s` : 'reconnecting',
+    reconnecting: delayMs ? `${retry} in ${seconds(delayMs)} s` : retry,
     disconnected: code && code !== 1000 ? `disconnected (${code})` : 'disconnected',
     closed: 'disconnected',
   }[state];
   ui.status.textContent = text ?? state;
   ui.status.dataset.state = state;
+  if (busy) ui.status.dataset.busy = 'true';
+  else delete ui.status.dataset.busy;
   // A close the client does not retry (1000, 1008, 1009, an unknown code): offer a retry.
   ui.reconnect.hidden = !(state === 'disconnected' && game.inGame && client.loggedIn);
   if (state !== 'connected') {
@@ -211,6 +217,7 @@ client.on('state', ({ state, delayMs, code }) => {
 client.on('welcome', (message) => {
   if (game.connectionLost) systemLine('Reconnected.');
   game.connectionLost = false;
+  game.busyShown = false;
   game.sessionId = message.session_id;
   game.seq = 0;
   game.pending = [];
@@ -343,9 +350,18 @@ client.on('error', (message) => {
   problemLine(message.code === 'rate_limited' ? `Slow down: ${text}` : `Server: ${text}`);
 });
 
-client.on('close', ({ code, reason, willReconnect }) => {
+client.on('close', ({ code, reason, willReconnect, busy }) => {
   if (!game.inGame) return;
   const what = `${code}${reason ? `: ${reason}` : ''}`;
+  if (willReconnect && busy) {
+    // 1013: this node cannot vouch for the session right now; the client keeps it and retries.
+    if (!game.busyShown) {
+      game.busyShown = true;
+      game.connectionLost = true;
+      systemLine('This server is catching up; retrying… You are still logged in.');
+    }
+    return;
+  }
   if (willReconnect) {
     if (code !== 4401 && !game.connectionLost) {
       game.connectionLost = true;
@@ -371,6 +387,20 @@ client.on('loggedout', ({ reason, error }) => {
   }
 });
 
+// An HTTP call answered 503 not_ready / busy that the client sends again shortly.
+client.on('retrying', ({ path, delayMs, code }) => {
+  const text = `${code === 'busy' ? 'The server is busy' : 'This server is catching up'}; retrying in ${seconds(delayMs)} s…`;
+  if (!ui.boot.hidden) {
+    showBootNotice(`${text} Your session is kept.`, true);
+  } else if (!ui.auth.hidden && ui.loginSubmit.disabled) {
+    setMessage(ui.authMessage, text, 'info'); // a login or registration in flight
+  } else if (game.inGame && path === '/api/sessions') {
+    showSessionsBusy(text);
+  } else if (game.inGame && path.startsWith('/api/auth/logout')) {
+    systemLine(`Logging out: ${text}`);
+  }
+});
+
 client.on('auth', ({ user, changed }) => {
   showWhoami(user);
   if (changed && game.inGame) systemLine(`Now playing as ${user?.username} (signed in from another tab).`);
@@ -381,11 +411,37 @@ client.on('auth', ({ user, changed }) => {
 async function boot() {
   restartInputLoop();
   requestAnimationFrame(frame);
+  await resumeSession();
+}
+
+// Resuming on a node that cannot vouch for sessions right now (503 not_ready / busy once
+// the client's own retries are spent): keep the boot notice, say so, and try again later
+// with a growing jittered delay. The refresh cookie is untouched, so nobody is logged out.
+let resumeTimer = null;
+let resumeWaits = 0;
+let resumeRound = 0; // bumped by "Log in instead": a resume still in flight is then ignored
+
+async function resumeSession() {
+  clearTimeout(resumeTimer);
+  resumeTimer = null;
+  const round = resumeRound;
   try {
     const user = await client.resume();
+    if (round !== resumeRound) {
+      // The player went to the form meanwhile: only a session that came back is taken.
+      if (user && !game.inGame && !ui.loginSubmit.disabled) enterGame();
+      return;
+    }
+    resumeWaits = 0;
     if (user) enterGame();
     else showAuth('');
   } catch (error) {
+    if (round !== resumeRound) return;
+    if (isTryLater(error)) {
+      waitToResume(error);
+      return;
+    }
+    resumeWaits = 0;
     const code = error instanceof TetherError ? error.code : null;
     if (code === 'session_revoked' || code === 'session_expired') {
       showAuth(`Your last session has ended (${error.message}). Log in again.`, 'info');
@@ -397,7 +453,71 @@ async function boot() {
   }
 }
 
+function waitToResume(error) {
+  resumeWaits += 1;
+  const delayMs = backoffMs(resumeWaits, { baseMs: 1_000, maxMs: 30_000, floorMs: error.retryAfterMs ?? 0 });
+  resumeTimer = setTimeout(resumeSession, delayMs);
+  const what = error.code === 'busy' ? 'The server is busy' : 'This server is catching up';
+  showBootNotice(`${what}; retrying in ${seconds(delayMs)} s… Your session is kept.`, true);
+}
+
+/** The boot notice with a status text; with `actions`, "Retry now" and "Log in instead". */
+function showBootNotice(text, actions = false) {
+  ui.boot.hidden = false;
+  ui.boot.setAttribute('role', 'status');
+  ui.boot.setAttribute('aria-live', 'polite');
+  ui.boot.dataset.busy = 'true';
+  ui.status.textContent = 'server busy';
+  ui.status.dataset.state = 'reconnecting';
+  ui.status.dataset.busy = 'true';
+  const line = document.createElement('p');
+  line.id = 'boot-message';
+  line.textContent = text;
+  const hadFocus = ui.boot.contains(document.activeElement) ? document.activeElement.id : null;
+  if (!actions) {
+    ui.boot.replaceChildren(line);
+    return;
+  }
+  const retry = document.createElement('button');
+  retry.type = 'button';
+  retry.id = 'boot-retry';
+  retry.className = 'small-button';
+  retry.textContent = 'Retry now';
+  retry.addEventListener('click', () => {
+    showBootNotice('Checking for a signed-in session…');
+    resumeSession();
+  });
+  const login = document.createElement('button');
+  login.type = 'button';
+  login.id = 'boot-login';
+  login.className = 'small-button';
+  login.textContent = 'Log in instead';
+  login.addEventListener('click', () => {
+    clearTimeout(resumeTimer);
+    resumeTimer = null;
+    resumeWaits = 0;
+    resumeRound += 1;
+    showAuth('', 'info');
+  });
+  const row = document.createElement('p');
+  row.append(retry, ' ', login);
+  ui.boot.replaceChildren(line, row);
+  // Keep the keyboard where it was across updates (the buttons are rebuilt).
+  if (hadFocus === 'boot-login') login.focus();
+  else retry.focus();
+}
+
+function clearBootNotice() {
+  delete ui.boot.dataset.busy;
+  if (ui.status.dataset.busy && !game.inGame) {
+    ui.status.textContent = 'offline';
+    ui.status.dataset.state = 'idle';
+    delete ui.status.dataset.busy;
+  }
+}
+
 function showAuth(message, kind = 'error') {
+  clearBootNotice();
   ui.boot.hidden = true;
   ui.game.hidden = !game.inGame;
   ui.auth.hidden = false;
@@ -408,6 +528,7 @@ function showAuth(message, kind = 'error') {
 
 function enterGame() {
   hideOverlay();
+  clearBootNotice();
   game.inGame = true;
   ui.boot.hidden = true;
   ui.auth.hidden = true;
@@ -488,7 +609,7 @@ ui.authForm.addEventListener('submit', async (event) => {
     enterGame();
   } catch (error) {
     setAuthBusy(false);
-    setMessage(ui.authMessage, errorText(error));
+    setMessage(ui.authMessage, errorText(error), isTryLater(error) ? 'info' : 'error');
   }
 });
 
@@ -503,7 +624,7 @@ ui.registerSubmit.addEventListener('click', async () => {
     enterGame();
   } catch (error) {
     setAuthBusy(false);
-    setMessage(ui.authMessage, errorText(error));
+    setMessage(ui.authMessage, errorText(error), isTryLater(error) ? 'info' : 'error');
   }
 });
 
@@ -593,10 +714,19 @@ async function loadSessions() {
   try {
     const sessions = await client.listSessions();
     renderSessions(sessions);
-    if (ui.sessionsMessage.dataset.kind === 'error') setMessage(ui.sessionsMessage, '');
+    if (ui.sessionsMessage.dataset.kind === 'error' || ui.sessionsMessage.dataset.busy) setMessage(ui.sessionsMessage, '');
+    delete ui.sessionsMessage.dataset.busy;
   } catch (error) {
-    if (game.inGame) setMessage(ui.sessionsMessage, `Could not list your sessions: ${errorText(error)}`);
+    if (!game.inGame) return;
+    if (isTryLater(error)) showSessionsBusy('This server is catching up; the list will come back shortly.');
+    else setMessage(ui.sessionsMessage, `Could not list your sessions: ${errorText(error)}`);
   }
+}
+
+/** A calm note in the sessions panel while the server cannot answer for sessions. */
+function showSessionsBusy(text) {
+  setMessage(ui.sessionsMessage, text, 'info');
+  ui.sessionsMessage.dataset.busy = 'true';
 }
 
 function renderSessions(sessions) {
@@ -949,9 +1079,20 @@ function errorText(error) {
       return `You are banned${until}${why}.`;
     }
     if (error.code === 'rate_limited') return `${error.message} (too many attempts; wait a moment).`;
+    if (isTryLater(error)) {
+      const wait = error.retryAfterMs ? `in ${seconds(error.retryAfterMs)} s` : 'in a moment';
+      const what = error.code === 'busy' ? 'The server is busy' : 'This server is catching up';
+      return `${what}; please try again ${wait}.`;
+    }
     return error.message || error.code;
   }
   return String(error?.message || error);
+}
+
+/** Milliseconds as seconds for people: "3.4", "12". */
+function seconds(ms) {
+  const s = Math.max(0, ms) / 1000;
+  return s < 10 ? s.toFixed(1) : String(Math.round(s));
 }
 
 function clock(at) {

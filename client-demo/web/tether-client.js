@@ -25,18 +25,25 @@
  *                      reconnected like after a 1006, default 15000 (needs pings)
  *   welcomeTimeoutMs   a socket without 'welcome' this long is dropped the same way,
  *                      default 10000
+ *   retryAttempts      HTTP calls answered 503 not_ready / busy: attempts in all, default 5
+ *                      (1: no retry); see "Try again later" below
+ *   retryBudgetMs      ... and the time those attempts may take in all, default 30000
  *
  * Accounts and session (each returns a Promise; every non-2xx answer rejects with a
- * TetherError { status, code, message, body }; a network failure has status 0 and code
- * 'network_error')
+ * TetherError { status, code, message, body, retryAfterMs }; a network failure has status
+ * 0 and code 'network_error'; retryAfterMs is the Retry-After header in ms, or null. A 503
+ * not_ready / busy is retried first and only then rejects, see "Try again later")
  *   register(username, password)  -> user {id, username, role}; does not log in
  *   login(username, password)     -> { user, sessionId }; starts silent refresh
  *   resume()                      -> user, or null when the browser holds no usable
  *                                    refresh cookie (call on page load: a reload keeps
  *                                    the player logged in); rejects on other failures
- *                                    (e.g. 403 banned, 401 session_revoked, network)
+ *                                    (e.g. 403 banned, 401 session_revoked, network, or
+ *                                    503 not_ready / busy once its retries are spent:
+ *                                    then the cookie is still good, call resume() again)
  *   refresh()                     -> { user, sessionId }; normally automatic
- *   logout()                      -> closes the socket, revokes this session (204)
+ *   logout()                      -> closes the socket, revokes this session (204); the
+ *                                    client forgets the session even when the call fails
  *   logoutAll()                   -> closes the socket, revokes every session of the user
  *   me()                          -> { user, session: {id, created_at, expires_at} }
  *   listSessions()                -> [{ id, created_at, last_seen_at, user_agent, ip,
@@ -63,9 +70,17 @@
  *                  one per server message of that `type`; detail = the parsed message
  *   'message'      every server message
  *   'latency'      { rttMs }  round trip of a keepalive ping
- *   'state'        { state, attempt, delayMs, code?, reason? }  connection state changed
- *                  (delayMs: when 'reconnecting'; code, reason: the close behind it)
- *   'close'        { code, reason, wasClean, willReconnect, delayMs }  every socket close
+ *   'state'        { state, attempt, delayMs, busy, code?, reason? }  connection state
+ *                  changed (delayMs: when 'reconnecting'; code, reason: the close behind
+ *                  it; busy: true when the node cannot vouch for the session right now,
+ *                  a close 1013 or a 503 not_ready / busy on the way: "server busy,
+ *                  retrying in N s", not an error)
+ *   'close'        { code, reason, wasClean, willReconnect, delayMs, busy }  every socket
+ *                  close (busy: code 1013)
+ *   'retrying'     { method, path, status, code, message, attempt, attempts, delayMs,
+ *                  retryAfterMs }  an HTTP call was answered 503 not_ready / busy and is
+ *                  sent again in delayMs (attempt: the one that failed, 1-based; attempts:
+ *                  the most there will be)
  *   'terminal'     { code, reason, kind, text }  the session ended and the client will
  *                  not reconnect: 4001 revoked, 4002 expired, 4003 banned, 4004 kicked,
  *                  4005 replaced; `reason` is the close reason as sent ("kicked:
@@ -77,18 +92,33 @@
  *                  'logout', 'logout-all', 'other-tab' (a tab of this session logged
  *                  out) or 'refresh-failed' (error = the TetherError)
  *
- * Also exported: describeClose(code, reason) -> the 'terminal' sentence; hintMs(reason)
- *   -> the delay a 1001 reason names, or null.
+ * Also exported (pure helpers, no browser needed):
+ *   describeClose(code, reason) -> the 'terminal' sentence
+ *   hintMs(reason)              -> the delay a 1001 / 1013 reason names, or null
+ *   classifyClose(code, reason) -> the reconnect policy below as data: { action:
+ *                                  'terminal', kind, text } | { action: 'refresh' } |
+ *                                  { action: 'stop' } | { action: 'reconnect', floorMs, busy }
+ *   backoffMs(attempt, { baseMs, maxMs, floorMs, random })
+ *                               -> floorMs + random(0, min(maxMs, baseMs * 2^attempt)), rounded
+ *   retryAfterMs(header, now?)  -> a Retry-After value (seconds or an HTTP date) in ms, or null
+ *   isTryLater(error)           -> true for a 503 not_ready / busy TetherError
+ *   isAuthFailure(error)        -> true for a 401 / 403 TetherError (the only answers after
+ *                                  which the client drops its tokens)
  *
  * Reconnect policy
  *   1000, 1008, 1009, or disconnect(): no reconnect ('disconnected').
- *   Any other 1xxx (1001 server going away, 1006 abnormal, 1011, 1012, ...): reconnect
- *     after a full-jitter exponential backoff, random(0, min(backoffMaxMs,
- *     backoffBaseMs * 2^attempt)); a 1001 reason that names a delay ("server shutting
- *     down: reconnect in 3.4s", "retry in 500ms") is added as a floor; a reason without
- *     one is ignored. The attempt counter resets on 'welcome'.
+ *   Any other 1xxx (1001 server going away, 1006 abnormal, 1011, 1012, 1013, ...):
+ *     reconnect after a full-jitter exponential backoff, random(0, min(backoffMaxMs,
+ *     backoffBaseMs * 2^attempt)); a 1001 or 1013 reason that names a delay ("server
+ *     shutting down: reconnect in 3.4s", "retry in 500ms") is added as a floor; a reason
+ *     without one is ignored. The attempt counter resets on 'welcome'.
+ *   1013 (try again later: the node cannot vouch for its sessions right now, e.g. it is
+ *     catching up on revocations) is such a reconnect, never a logout: the tokens are
+ *     kept, and 'close' and 'state' say busy: true.
  *   4401 (token missing or expired at upgrade): one refresh, then reconnect at once; if
- *     the refresh fails, or 4401 comes again before a 'welcome', 'loggedout'.
+ *     the refresh is refused (401 / 403), or 4401 comes again before a 'welcome',
+ *     'loggedout'; if it fails otherwise (network, 503 not_ready / busy), reconnect after
+ *     the backoff above, logged in.
  *   4001-4005: 'terminal', the access token is dropped, no reconnect.
  *   Other codes: 'disconnected', no reconnect.
  *
@@ -105,6 +135,18 @@
  *   it is missing, the tabs fall back to a best-effort mutual exclusion over the
  *   BroadcastChannel: announce, listen 60 ms, lowest ticket wins.)
  *   The BroadcastChannel 'tether-auth' also tells the other tabs about logouts.
+ *
+ * Try again later (503 not_ready: a node that cannot vouch for sessions right now; 503
+ * busy: the server is shedding password-hashing load, with Retry-After)
+ *   Every HTTP call of the client (Bearer routes, login, register, refresh, logout) that
+ *   is answered so is sent again after a full-jitter backoff, random(0,
+ *   min(backoffMaxMs, backoffBaseMs * 2^n)) for n = 1, 2, ..., with the Retry-After
+ *   header as a floor, at most retryAttempts times in all and within retryBudgetMs (a
+ *   Retry-After beyond the budget ends the retries at once); each wait is announced by
+ *   'retrying'. Then the call rejects with that 503 TetherError. Only 401 and 403 make
+ *   the client drop its tokens: a 503, on a Bearer route, login or refresh, never logs
+ *   anyone out, and a refresh answered 503 leaves the refresh cookie as good as before
+ *   (the background refresh simply tries again later).
  */
 
 const TERMINAL = {
@@ -118,18 +160,32 @@ const GAME_EVENTS = new Set(['welcome', 'pong', 'joined', 'left', 'presence', 's
 const LOCK_NAME = 'tether-refresh';
 const CHANNEL_NAME = 'tether-auth';
 
+const TRY_LATER_CODES = new Set(['not_ready', 'busy']);
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /** 401 or 403 from the server: the session cannot be used any more (unlike 429, 5xx, network). */
-function isAuthFailure(error) {
+export function isAuthFailure(error) {
   return error instanceof TetherError && (error.status === 401 || error.status === 403);
 }
 
+/**
+ * 503 not_ready (this node cannot vouch for sessions right now) or 503 busy (shedding
+ * password-hashing load): nothing was done, the same call can be sent again later, and
+ * the session is as good as before.
+ */
+export function isTryLater(error) {
+  return error instanceof TetherError && error.status === 503 && TRY_LATER_CODES.has(error.code);
+}
+
 export class TetherError extends Error {
-  constructor(status, code, message, body = null) {
+  constructor(status, code, message, body = null, retryAfterMs = null) {
     super(message || code || `HTTP ${status}`);
     this.name = 'TetherError';
     this.status = status;
     this.code = code;
     this.body = body;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -152,6 +208,8 @@ export class TetherClient extends EventTarget {
   #pingEveryMs;
   #staleAfterMs;
   #welcomeTimeoutMs;
+  #retryAttempts;
+  #retryBudgetMs;
 
   #accessToken = null;
   #expiresAt = 0; // ms since epoch (wall clock: keeps counting through a suspend)
@@ -187,6 +245,8 @@ export class TetherClient extends EventTarget {
     this.#pingEveryMs = options.pingEveryMs ?? 5_000;
     this.#staleAfterMs = options.staleAfterMs ?? 15_000;
     this.#welcomeTimeoutMs = options.welcomeTimeoutMs ?? 10_000;
+    this.#retryAttempts = Math.max(1, options.retryAttempts ?? 5);
+    this.#retryBudgetMs = options.retryBudgetMs ?? 30_000;
 
     if (typeof BroadcastChannel === 'function') {
       this.#channel = new BroadcastChannel(CHANNEL_NAME);
@@ -237,7 +297,7 @@ export class TetherClient extends EventTarget {
 
   #setState(state, extra = {}) {
     this.#state = state;
-    this.#emit('state', { state, attempt: this.#attempt, delayMs: null, ...extra });
+    this.#emit('state', { state, attempt: this.#attempt, delayMs: null, busy: false, ...extra });
   }
 
   // ---------------------------------------------------------------- HTTP
@@ -279,22 +339,67 @@ export class TetherClient extends EventTarget {
     if (!response.ok) {
       const code = (data && typeof data.error === 'string' && data.error) || `http_${response.status}`;
       const message = (data && typeof data.message === 'string' && data.message) || response.statusText || code;
-      throw new TetherError(response.status, code, message, data);
+      throw new TetherError(response.status, code, message, data, retryAfterMs(response.headers.get('retry-after')));
     }
     return data;
   }
 
-  /** A Bearer call; one refresh and retry when the access token is refused as invalid. */
+  /**
+   * Runs attempt() until it does not fail with a 503 not_ready / busy, waiting a
+   * full-jitter backoff (Retry-After as a floor) in between, at most #retryAttempts times
+   * within #retryBudgetMs. An error that already went through such a loop (a refresh
+   * inside a Bearer call) is not retried again: it has `attempts` set.
+   */
+  async #retrying(method, path, attempt) {
+    const started = Date.now();
+    for (let n = 1; ; n++) {
+      try {
+        return await attempt();
+      } catch (error) {
+        if (!isTryLater(error) || error.attempts) throw error;
+        const floorMs = error.retryAfterMs ?? 0;
+        const leftMs = this.#retryBudgetMs - (Date.now() - started);
+        if (n >= this.#retryAttempts || floorMs > leftMs) {
+          error.attempts = n;
+          throw error;
+        }
+        const delayMs = Math.min(
+          leftMs,
+          backoffMs(n, { baseMs: this.#backoffBaseMs, maxMs: this.#backoffMaxMs, floorMs }),
+        );
+        this.#emit('retrying', {
+          method,
+          path,
+          status: error.status,
+          code: error.code,
+          message: error.message,
+          attempt: n,
+          attempts: this.#retryAttempts,
+          delayMs,
+          retryAfterMs: error.retryAfterMs,
+        });
+        await sleep(delayMs);
+      }
+    }
+  }
+
+  /**
+   * A Bearer call; one refresh and retry when the access token is refused as invalid;
+   * a 503 not_ready / busy is sent again later (see "Try again later").
+   */
   async request(method, path, body) {
     if (!this.#accessToken) throw new TetherError(401, 'not_logged_in', 'not logged in');
-    await this.#ensureFresh(5_000);
-    try {
-      return await this.#fetch(method, path, { body, token: this.#accessToken });
-    } catch (error) {
-      if (!(error instanceof TetherError) || error.status !== 401 || error.code !== 'invalid_token') throw error;
-      await this.refresh();
-      return this.#fetch(method, path, { body, token: this.#accessToken });
-    }
+    return this.#retrying(method, path, async () => {
+      if (!this.#accessToken) throw new TetherError(401, 'not_logged_in', 'not logged in');
+      await this.#ensureFresh(5_000);
+      try {
+        return await this.#fetch(method, path, { body, token: this.#accessToken });
+      } catch (error) {
+        if (!(error instanceof TetherError) || error.status !== 401 || error.code !== 'invalid_token') throw error;
+        await this.refresh();
+        return this.#fetch(method, path, { body, token: this.#accessToken });
+      }
+    });
   }
 
   /** Runs fn under the cross-tab lock (or, without Web Locks, the best-effort fallback). */
@@ -347,13 +452,16 @@ export class TetherClient extends EventTarget {
   }
 
   async register(username, password) {
-    const data = await this.#fetch('POST', '/api/auth/register', { body: { username, password } });
+    const path = '/api/auth/register';
+    const data = await this.#retrying('POST', path, () => this.#fetch('POST', path, { body: { username, password } }));
     return data.user;
   }
 
   async login(username, password) {
-    const data = await this.#withLock(() =>
-      this.#fetch('POST', '/api/auth/login', { body: { username, password } }),
+    // The lock is taken per attempt: another tab may refresh while this one waits.
+    const path = '/api/auth/login';
+    const data = await this.#retrying('POST', path, () =>
+      this.#withLock(() => this.#fetch('POST', path, { body: { username, password } })),
     );
     this.#applyPair(data);
     return { user: this.#user, sessionId: this.#sessionId };
@@ -369,10 +477,16 @@ export class TetherClient extends EventTarget {
     }
   }
 
-  /** One refresh through the cookie, at most one in flight per tab, never two across tabs. */
+  /**
+   * One refresh through the cookie, at most one in flight per tab, never two across tabs.
+   * A 503 not_ready / busy is retried (the lock is released while waiting) and, once the
+   * retries are spent, rejects without touching the session: the refresh token was not
+   * used, so it stays good. Only a 401 / 403 drops the tokens.
+   */
   refresh() {
     if (!this.#refreshing) {
-      this.#refreshing = this.#withLock(() => this.#fetch('POST', '/api/auth/refresh'))
+      const path = '/api/auth/refresh';
+      this.#refreshing = this.#retrying('POST', path, () => this.#withLock(() => this.#fetch('POST', path)))
         .then(
           (data) => {
             this.#applyPair(data);
@@ -408,8 +522,11 @@ export class TetherClient extends EventTarget {
         // takes it too); then the call runs under the lock, because its answer clears
         // the cookie, which must not race another tab's refresh.
         await this.#ensureFresh(5_000).catch(() => {});
-        const token = this.#accessToken;
-        if (token) await this.#withLock(() => this.#fetch('POST', path, { token }));
+        if (this.#accessToken) {
+          await this.#retrying('POST', path, () =>
+            this.#withLock(() => this.#fetch('POST', path, { token: this.#accessToken })),
+          );
+        }
       }
     } catch (error) {
       // 401: the session was already over; there is nothing left to revoke.
@@ -611,7 +728,8 @@ export class TetherClient extends EventTarget {
       if (isAuthFailure(error)) {
         this.#loggedOut(error);
       } else {
-        this.#scheduleReconnect(null);
+        // Network trouble or 503 not_ready / busy: the session is kept; try again later.
+        this.#scheduleReconnect(isTryLater(error) ? error.retryAfterMs : null, null, isTryLater(error));
       }
       return;
     }
@@ -683,26 +801,26 @@ export class TetherClient extends EventTarget {
   /** Gives up on a socket that hangs (no welcome, or silent): reconnect as after a 1006. */
   #abandon(why) {
     this.#closeSocket(1000, 'abandoned');
-    if (this.#wantConnected) this.#scheduleReconnect(null, { code: 1006, reason: why, wasClean: false });
+    if (this.#wantConnected) this.#scheduleReconnect(null, { code: 1006, reason: why, wasClean: false, busy: false });
   }
 
   #onClose({ code, reason, wasClean }) {
-    const base = { code, reason, wasClean };
+    const decision = classifyClose(code, reason);
+    const base = { code, reason, wasClean, busy: decision.busy === true };
     if (!this.#wantConnected) {
       this.#setState('disconnected');
       this.#emit('close', { ...base, willReconnect: false, delayMs: null });
       return;
     }
-    const terminal = TERMINAL[code];
-    if (terminal) {
+    if (decision.action === 'terminal') {
       this.#wantConnected = false;
       this.#dropAuth(); // the session is over; its tokens are worthless
       this.#setState('closed', { code, reason });
       this.#emit('close', { ...base, willReconnect: false, delayMs: null });
-      this.#emit('terminal', { code, reason, kind: terminal.kind, text: describeClose(code, reason) });
+      this.#emit('terminal', { code, reason, kind: decision.kind, text: decision.text });
       return;
     }
-    if (code === 4401) {
+    if (decision.action === 'refresh') {
       if (this.#retried4401) {
         this.#emit('close', { ...base, willReconnect: false, delayMs: null });
         this.#loggedOut(new TetherError(401, 'invalid_token', 'the server refused the access token'));
@@ -710,29 +828,32 @@ export class TetherClient extends EventTarget {
       }
       this.#retried4401 = true;
       this.#emit('close', { ...base, willReconnect: true, delayMs: 0 });
-      this.#setState('reconnecting', { delayMs: 0 });
+      this.#setState('reconnecting', { delayMs: 0, code, reason });
       this.refresh().then(
         () => this.#open(),
         (error) => {
           if (isAuthFailure(error)) this.#loggedOut(error);
-          else this.#scheduleReconnect(null);
+          else this.#scheduleReconnect(isTryLater(error) ? error.retryAfterMs : null, null, isTryLater(error));
         },
       );
       return;
     }
-    if (code === 1000 || code === 1008 || code === 1009 || code < 1000 || code >= 2000) {
+    if (decision.action === 'stop') {
       this.#wantConnected = false;
       this.#setState('disconnected', { code, reason });
       this.#emit('close', { ...base, willReconnect: false, delayMs: null });
       return;
     }
-    const delayMs = this.#scheduleReconnect(code === 1001 ? hintMs(reason) : null, base);
-    void delayMs;
+    // 'reconnect': 1001, 1006, 1011, 1012, 1013 (busy: the tokens are kept), ...
+    this.#scheduleReconnect(decision.floorMs, base);
   }
 
-  #scheduleReconnect(floorMs, closeDetail = null) {
-    const bound = Math.min(this.#backoffMaxMs, this.#backoffBaseMs * 2 ** this.#attempt);
-    const delayMs = Math.round((floorMs ?? 0) + Math.random() * bound);
+  #scheduleReconnect(floorMs, closeDetail = null, busy = closeDetail?.busy === true) {
+    const delayMs = backoffMs(this.#attempt, {
+      baseMs: this.#backoffBaseMs,
+      maxMs: this.#backoffMaxMs,
+      floorMs: Math.min(floorMs ?? 0, 60_000), // a reason's hint or a Retry-After, at most 60 s
+    });
     this.#attempt += 1;
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = setTimeout(() => {
@@ -740,7 +861,8 @@ export class TetherClient extends EventTarget {
       this.#open();
     }, delayMs);
     if (closeDetail) this.#emit('close', { ...closeDetail, willReconnect: true, delayMs });
-    this.#setState('reconnecting', { delayMs });
+    const cause = closeDetail ? { code: closeDetail.code, reason: closeDetail.reason } : {};
+    this.#setState('reconnecting', { delayMs, busy, ...cause });
     return delayMs;
   }
 
@@ -752,7 +874,49 @@ export class TetherClient extends EventTarget {
 }
 
 /**
- * A delay named in a 1001 reason, or null: "server shutting down: reconnect in 3.4s",
+ * What the client does after a socket close (the "Reconnect policy" of the header):
+ *   { action: 'terminal', kind, text }  4001-4005: the session is over
+ *   { action: 'refresh' }               4401: refresh once, then reconnect
+ *   { action: 'stop' }                  1000, 1008, 1009, codes below 1000 or from 2000
+ *                                       on (other than 4401 and 4001-4005)
+ *   { action: 'reconnect', floorMs, busy }  any other 1xxx; floorMs: the delay a 1001 or
+ *                                       1013 reason names (or null); busy: 1013, the node
+ *                                       cannot vouch for the session right now (keep the
+ *                                       tokens, say "retrying", not "logged out")
+ */
+export function classifyClose(code, reason) {
+  const terminal = TERMINAL[code];
+  if (terminal) return { action: 'terminal', kind: terminal.kind, text: describeClose(code, reason) };
+  if (code === 4401) return { action: 'refresh' };
+  if (code === 1000 || code === 1008 || code === 1009 || !(code >= 1000 && code < 2000)) return { action: 'stop' };
+  const floorMs = code === 1001 || code === 1013 ? hintMs(reason) : null;
+  return { action: 'reconnect', floorMs, busy: code === 1013 };
+}
+
+/**
+ * Full-jitter exponential backoff: floorMs + random(0, min(maxMs, baseMs * 2^attempt)),
+ * in whole milliseconds. random() is Math.random unless given (tests).
+ */
+export function backoffMs(attempt, { baseMs = 500, maxMs = 15_000, floorMs = 0, random = Math.random } = {}) {
+  const bound = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt));
+  return Math.round(Math.max(0, floorMs || 0) + random() * bound);
+}
+
+/**
+ * A Retry-After header value in milliseconds, or null when absent or unreadable:
+ * delay-seconds ("5") or an HTTP date (then the time left until it, at least 0).
+ */
+export function retryAfterMs(value, now = Date.now()) {
+  if (typeof value !== 'string' || !value.trim()) return null;
+  const text = value.trim();
+  if (/^\d+(?:\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
+  const at = Date.parse(text);
+  if (Number.isNaN(at)) return null;
+  return Math.max(0, at - now);
+}
+
+/**
+ * A delay named in a 1001 or 1013 reason, or null: "server shutting down: reconnect in 3.4s",
  * "retry in 500ms", "retry_after_ms=5000"; seconds unless "ms" follows; capped at 60 s.
  */
 export function hintMs(reason) {

@@ -58,3 +58,19 @@ async fn a_player_whose_session_is_revoked_elsewhere_sees_the_4001_overlay_and_s
 async fn a_reload_keeps_the_player_logged_in_through_the_refresh_cookie() {
     game_scenario("game_reload.mjs").await;
 }
+
+/// The client library's own rules for a node that cannot vouch for its sessions
+/// (close 1013, 503 `not_ready` / `busy`): retried with jittered backoff, never a
+/// logout. Pure decisions, so Node's test runner checks them without a browser.
+#[tokio::test]
+async fn the_client_library_retries_a_stale_node_without_logging_the_player_out() {
+    let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !node {
+        assert!(std::env::var_os("CI").is_none(), "CI must provide node");
+        eprintln!("skipped: node is missing");
+        return;
+    }
+    let (ok, output) = run_driver("tether_client_retry.test.mjs", &[]).await;
+    assert!(ok, "node's test runner failed:\n{output}");
+    assert!(output.contains("# fail 0"), "no test ran or one failed:\n{output}");
+}
