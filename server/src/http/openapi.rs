@@ -119,6 +119,10 @@ pub(super) mod responses {
         /// missing, invalid or revoked token
         #[response(status = 401)]
         Unauthorized(#[to_schema] ErrorBody),
+        /// `not_ready`: this node of a cluster has not read the revocation log for
+        /// `--max-staleness` and cannot vouch for the session; retry with backoff
+        #[response(status = 503)]
+        NotReady(#[to_schema] ErrorBody),
     }
 
     /// What any admin route may answer for its token.
@@ -130,6 +134,9 @@ pub(super) mod responses {
         /// not an admin
         #[response(status = 403)]
         Forbidden(#[to_schema] ErrorBody),
+        /// `not_ready`: this node cannot vouch for sessions right now (stale)
+        #[response(status = 503)]
+        NotReady(#[to_schema] ErrorBody),
     }
 
     /// What any route with a JSON body may answer for the body.
