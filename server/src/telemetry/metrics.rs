@@ -33,6 +33,10 @@ pub fn render(state: &AppState) -> String {
     // Must stay 0: a revoked session whose socket is still registered.
     gauge!("tether_sessions_revoked_still_connected").set(census.revoked_still_connected as f64);
     gauge!("tether_rooms").set(state.rooms.len() as f64);
+    // A cluster node: how far it has applied the revocation log, and whether it is too
+    // far behind to vouch for its sessions (should be 0 but during a database outage).
+    gauge!("tether_revocation_log_applied_seq").set(state.log.applied() as f64);
+    gauge!("tether_node_stale").set(if state.log.is_stale() { 1.0 } else { 0.0 });
     exporter().render()
 }
 
