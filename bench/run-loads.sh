@@ -2,12 +2,15 @@
 # The load generator's scenarios against a fresh release server each, on loopback.
 # Usage: bench/run-loads.sh [scenario...]   (default: all; outputs in bench/results/)
 # Scenarios: http upgrades revoke-one revoke-all revoke-1000 revoke-100-one-session pings play play-small-rooms play-1000
+# TETHER_BIN=path runs another build of the server (e.g. an older commit's, for a
+# before/after in one sitting); RESULTS=dir writes its outputs elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p tether -p tether-loadgen
-tether=$PWD/target/release/tether
+tether=${TETHER_BIN:-$PWD/target/release/tether}
 loadgen=$PWD/target/release/loadgen
-mkdir -p bench/results
+results=${RESULTS:-bench/results}
+mkdir -p "$results"
 port=18490
 target=http://127.0.0.1:$port
 server=""
@@ -34,12 +37,12 @@ trap stop_server EXIT
 
 run() {
     local name=$1; shift
-    echo "=== $name: loadgen $*" | tee "bench/results/$name.txt"
-    $loadgen "$@" --target "$target" --json "bench/results/$name.json" 2>&1 | tee -a "bench/results/$name.txt"
+    echo "=== $name: loadgen $*" | tee "$results/$name.txt"
+    $loadgen "$@" --target "$target" --json "$results/$name.json" 2>&1 | tee -a "$results/$name.txt"
 }
 
 tick_histogram() {
-    curl -fs "$target/metrics" | grep -E '^tether_tick_duration_seconds_(bucket|count|sum)' >>"bench/results/$1.txt" || true
+    curl -fs "$target/metrics" | grep -E '^tether_tick_duration_seconds_(bucket|count|sum)' >>"$results/$1.txt" || true
 }
 
 scenarios=${*:-"http upgrades revoke-one revoke-all pings play"}

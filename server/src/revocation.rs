@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::store::{self, AuditRecord, BanRecord, RevocationWrite, RevokeScope};
 use crate::telemetry::metrics;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tether_shared::api::RevokeResponse;
 use tether_shared::close;
@@ -109,20 +110,32 @@ impl RevokeKind {
 
 /// A session's revocation as remembered in memory; one is shared by every session a
 /// call revokes.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Revocation {
     pub kind: RevokeKind,
     pub reason: Option<String>,
     pub at: OffsetDateTime,
     /// The close reason, formed once per revocation rather than once per socket.
     close_reason: Arc<str>,
+    /// False from the in-memory mark until the store has committed it: until then the
+    /// session's own logout may be sent again, so that its retry can commit it.
+    persisted: AtomicBool,
 }
 
 impl Revocation {
+    /// A revocation being made now, not yet in the store.
     pub fn new(kind: RevokeKind, reason: Option<String>, at: OffsetDateTime) -> Revocation {
         let detail = reason.as_deref().or(kind.default_detail());
         let close_reason = close::reason(kind.reason_kind(), detail).into();
-        Revocation { kind, reason, at, close_reason }
+        Revocation { kind, reason, at, close_reason, persisted: AtomicBool::new(false) }
+    }
+
+    pub fn is_persisted(&self) -> bool {
+        self.persisted.load(Ordering::Acquire)
+    }
+
+    pub fn mark_persisted(&self) {
+        self.persisted.store(true, Ordering::Release);
     }
 
     /// `<kind>` or `<kind>: <reason>`, at most 123 bytes.
@@ -135,7 +148,9 @@ impl Revocation {
         let at = record.revoked_at?;
         let kind =
             record.revoke_kind.as_deref().and_then(RevokeKind::parse).unwrap_or(RevokeKind::AdminRevoke);
-        Some(Revocation::new(kind, record.revoke_reason.clone(), at))
+        let revocation = Revocation::new(kind, record.revoke_reason.clone(), at);
+        revocation.mark_persisted();
+        Some(revocation)
     }
 }
 

@@ -346,10 +346,13 @@ impl SessionRegistry {
     /// Marks sessions the store has recorded as revoked by `revocation`, remembering
     /// those this node had not heard of, and collects their sockets' close handles.
     /// A session revoked before keeps its first reason.
+    /// The store has these committed, so whichever revocation memory holds for them is
+    /// persisted now.
     pub fn revoke(&self, records: &[SessionRecord], revocation: &Arc<Revocation>) -> ClosePlan {
         let mut plan = ClosePlan::empty();
         for record in records {
-            Self::mark(&mut plan, &self.remember(record), revocation);
+            let held = Self::mark(&mut plan, &self.remember(record), revocation);
+            held.mark_persisted();
         }
         plan
     }
@@ -369,16 +372,19 @@ impl SessionRegistry {
                     revocation
                 }
             };
-            Self::mark(&mut plan, &self.remember(record), &revocation);
+            Self::mark(&mut plan, &self.remember(record), &revocation).mark_persisted();
         }
         plan
     }
 
-    fn mark(plan: &mut ClosePlan, entry: &SessionEntry, revocation: &Arc<Revocation>) {
+    /// Marks one session (unless it already was) and takes its sockets; returns the
+    /// revocation it now holds.
+    fn mark(plan: &mut ClosePlan, entry: &SessionEntry, revocation: &Arc<Revocation>) -> Arc<Revocation> {
         let mut state = entry.lock();
         let revocation = state.revoked.get_or_insert_with(|| revocation.clone()).clone();
         // Sockets are closed while the ban is fresh, so a ban's own close is 4003.
         plan.take_sockets(&mut state, revocation.kind.close_code(true), &revocation.close_reason());
+        revocation
     }
 
     /// Collects the sockets of sessions past their lifetime (close 4002), and forgets

@@ -37,6 +37,7 @@ mod game;
 mod limits;
 mod persistence;
 mod refresh;
+mod revocation;
 mod sockets;
 mod store;
 mod tokens;

@@ -82,11 +82,27 @@ impl IntoResponse for AuthFailure {
 
 /// Where a route takes its token from.
 pub trait TokenSource: Send + Sync + 'static {
+    /// Whether a session that this node revoked but could not yet commit is let
+    /// through: only for the calls that revoke it, so that their retry commits it.
+    const RETRIES_A_REVOCATION: bool = false;
+
     fn token(parts: &Parts) -> Result<String, AuthFailure>;
 }
 
 /// `Authorization: Bearer <jwt>` only: every HTTP route.
 pub struct BearerHeader;
+
+/// `Authorization: Bearer <jwt>` on a call that revokes the caller's own session
+/// (logout, logout-all, session delete).
+pub struct BearerToRevoke;
+
+impl TokenSource for BearerToRevoke {
+    const RETRIES_A_REVOCATION: bool = true;
+
+    fn token(parts: &Parts) -> Result<String, AuthFailure> {
+        BearerHeader::token(parts)
+    }
+}
 
 /// The upgrade's three transports, first present wins: the `Authorization` header,
 /// the `tether.bearer.<jwt>` subprotocol, the `access_token` query parameter.
@@ -152,6 +168,11 @@ impl<S: TokenSource> FromRequestParts<AppState> for AuthSession<S> {
         let session = match state.sessions.check(claims.sid, crate::store::now()) {
             // Signed by us but not known here: a session another node just created.
             Err(SessionProblem::Unknown) => load_missing_session(state, claims.sid).await?,
+            Err(SessionProblem::Revoked { revocation, .. })
+                if S::RETRIES_A_REVOCATION && !revocation.is_persisted() =>
+            {
+                state.sessions.get(claims.sid).ok_or(AuthFailure::InvalidToken)?
+            }
             known => known.map_err(AuthFailure::Session)?,
         };
         if session.user_id != claims.sub {

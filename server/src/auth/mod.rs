@@ -6,4 +6,4 @@ pub mod jwt;
 pub mod passwords;
 pub mod refresh;
 
-pub use extract::{AdminSession, AuthFailure, AuthSession, BearerHeader, UpgradeToken};
+pub use extract::{AdminSession, AuthFailure, AuthSession, BearerHeader, BearerToRevoke, UpgradeToken};

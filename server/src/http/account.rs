@@ -3,7 +3,7 @@
 use super::ApiPath;
 use super::openapi::responses::BearerErrors;
 use crate::app::AppState;
-use crate::auth::AuthSession;
+use crate::auth::{AuthSession, BearerToRevoke};
 use crate::error::{ApiError, ApiResult};
 use crate::revocation::{RevokeKind, RevokeOrder, revoke};
 use crate::store::{self, RevokeScope};
@@ -96,7 +96,7 @@ async fn list_sessions(
 )]
 async fn delete_session(
     State(state): State<AppState>,
-    auth: AuthSession,
+    auth: AuthSession<BearerToRevoke>,
     ApiPath(sid): ApiPath<SessionId>,
 ) -> ApiResult<StatusCode> {
     let owned =

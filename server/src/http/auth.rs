@@ -3,8 +3,8 @@
 use super::openapi::responses::{BearerErrors, BodyErrors};
 use super::{ApiJson, no_content_with};
 use crate::app::AppState;
-use crate::auth::AuthSession;
 use crate::auth::refresh::{self, COOKIE_NAME, COOKIE_PATH};
+use crate::auth::{AuthSession, BearerToRevoke};
 use crate::error::{ApiError, ApiResult};
 use crate::revocation::{RevokeKind, RevokeOrder, revoke};
 use crate::sessions::SessionProblem;
@@ -219,7 +219,7 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         (status = 204, description = "this session revoked; the cookie cleared"),
     )
 )]
-async fn logout(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Response> {
+async fn logout(State(state): State<AppState>, auth: AuthSession<BearerToRevoke>) -> ApiResult<Response> {
     revoke(&state, RevokeOrder::new(RevokeScope::Session(auth.claims.sid.0), RevokeKind::Logout)).await?;
     Ok(no_content_with([(header::SET_COOKIE, clearing_cookie())]))
 }
@@ -234,7 +234,7 @@ async fn logout(State(state): State<AppState>, auth: AuthSession) -> ApiResult<R
         (status = 204, description = "every session of this user revoked"),
     )
 )]
-async fn logout_all(State(state): State<AppState>, auth: AuthSession) -> ApiResult<Response> {
+async fn logout_all(State(state): State<AppState>, auth: AuthSession<BearerToRevoke>) -> ApiResult<Response> {
     revoke(&state, RevokeOrder::new(RevokeScope::User(auth.claims.sub.0), RevokeKind::LogoutAll)).await?;
     Ok(no_content_with([(header::SET_COOKIE, clearing_cookie())]))
 }
