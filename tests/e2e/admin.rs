@@ -265,34 +265,33 @@ on_both_backends! {
     }
 }
 
-on_both_backends! {
-    async fn every_admin_route_refuses_a_player_with_403_and_no_token_with_401(db) {
-        let app = spawn_with(db, |_| {}).await;
-        let player = app.new_player().await;
-        let uid = &player.user_id;
-        let sid = &player.session_id;
-        let routes = [
-            ("GET", "/api/admin/sessions".to_owned()),
-            ("POST", format!("/api/admin/sessions/{sid}/revoke")),
-            ("POST", format!("/api/admin/users/{uid}/kick")),
-            ("POST", format!("/api/admin/users/{uid}/ban")),
-            ("DELETE", format!("/api/admin/users/{uid}/ban")),
-            ("POST", "/api/admin/revoke-all".to_owned()),
-            ("GET", "/api/admin/audit".to_owned()),
-        ];
-        for (method, path) in routes {
-            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-            let as_player = app
-                .http
-                .request(method.clone(), app.url(&path))
-                .bearer_auth(&player.access_token)
-                .json(&json!({}));
-            expect_error(as_player.send().await.unwrap(), 403, "forbidden").await;
-            let anonymous = app.http.request(method, app.url(&path)).json(&json!({}));
-            expect_error(anonymous.send().await.unwrap(), 401, "invalid_token").await;
-        }
-        assert_eq!(app.get_me(&player.access_token).await.status(), 200);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_route_refuses_a_player_with_403_and_no_token_with_401() {
+    let app = spawn_app().await;
+    let player = app.new_player().await;
+    let uid = &player.user_id;
+    let sid = &player.session_id;
+    let routes = [
+        ("GET", "/api/admin/sessions".to_owned()),
+        ("POST", format!("/api/admin/sessions/{sid}/revoke")),
+        ("POST", format!("/api/admin/users/{uid}/kick")),
+        ("POST", format!("/api/admin/users/{uid}/ban")),
+        ("DELETE", format!("/api/admin/users/{uid}/ban")),
+        ("POST", "/api/admin/revoke-all".to_owned()),
+        ("GET", "/api/admin/audit".to_owned()),
+    ];
+    for (method, path) in routes {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let as_player = app
+            .http
+            .request(method.clone(), app.url(&path))
+            .bearer_auth(&player.access_token)
+            .json(&json!({}));
+        expect_error(as_player.send().await.unwrap(), 403, "forbidden").await;
+        let anonymous = app.http.request(method, app.url(&path)).json(&json!({}));
+        expect_error(anonymous.send().await.unwrap(), 401, "invalid_token").await;
     }
+    assert_eq!(app.get_me(&player.access_token).await.status(), 200);
 }
 
 on_both_backends! {

@@ -33,21 +33,20 @@ on_both_backends! {
     }
 }
 
-on_both_backends! {
-    async fn the_refresh_cookie_is_secure_behind_an_https_proxy(db) {
-        let app = spawn_with(db, |_| {}).await;
-        let name = unique_name("p");
-        app.register(&name).await;
-        let response = app
-            .http
-            .post(app.url("/api/auth/login"))
-            .header("x-forwarded-proto", "https")
-            .json(&json!({"username": name, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_cookie_is_secure_behind_an_https_proxy() {
+    let app = spawn_app().await;
+    let name = unique_name("p");
+    app.register(&name).await;
+    let response = app
+        .http
+        .post(app.url("/api/auth/login"))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({"username": name, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
 }
 
 on_both_backends! {
@@ -142,55 +141,54 @@ on_both_backends! {
     }
 }
 
-on_both_backends! {
-    async fn framework_errors_use_the_contract_body(db) {
-        let app = spawn_with(db, |_| {}).await;
-        let player = app.new_player().await;
-        expect_error(app.http.get(app.url("/no/such/route")).send().await.unwrap(), 404, "not_found").await;
-        expect_error(app.http.get(app.url("/api/auth/login")).send().await.unwrap(), 405, "method_not_allowed")
-            .await;
-        let malformed_id = app
-            .http
-            .delete(app.url("/api/sessions/not-a-uuid"))
-            .bearer_auth(&player.access_token)
-            .send()
-            .await
-            .unwrap();
-        expect_error(malformed_id, 404, "not_found").await;
-        let not_json = app
-            .http
-            .post(app.url("/api/auth/login"))
-            .header("content-type", "text/plain")
-            .body("hello")
-            .send()
-            .await
-            .unwrap();
-        expect_error(not_json, 415, "invalid_request").await;
-        let broken = app
-            .http
-            .post(app.url("/api/auth/login"))
-            .header("content-type", "application/json")
-            .body("{\"username\":")
-            .send()
-            .await
-            .unwrap();
-        expect_error(broken, 400, "invalid_request").await;
-        expect_error(app.post_json("/api/auth/login", json!({"username": "x"})).await, 422, "invalid_request")
-            .await;
-        let upgrade_without_headers = app.http.get(app.url("/ws")).send().await.unwrap();
-        assert!(upgrade_without_headers.status().is_client_error());
-        let body: Value = upgrade_without_headers.json().await.unwrap();
-        assert!(body["error"].is_string(), "{body}");
-        // On a connection of its own: the server answers 413 without reading the body
-        // and then closes the connection, which a pooled client could try to reuse.
-        let huge = reqwest::Client::new()
-            .post(app.url("/api/auth/register"))
-            .json(&json!({"username": "big", "password": "p".repeat(100_000)}))
-            .send()
-            .await
-            .unwrap();
-        expect_error(huge, 413, "invalid_request").await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_errors_use_the_contract_body() {
+    let app = spawn_app().await;
+    let player = app.new_player().await;
+    expect_error(app.http.get(app.url("/no/such/route")).send().await.unwrap(), 404, "not_found").await;
+    expect_error(app.http.get(app.url("/api/auth/login")).send().await.unwrap(), 405, "method_not_allowed")
+        .await;
+    let malformed_id = app
+        .http
+        .delete(app.url("/api/sessions/not-a-uuid"))
+        .bearer_auth(&player.access_token)
+        .send()
+        .await
+        .unwrap();
+    expect_error(malformed_id, 404, "not_found").await;
+    let not_json = app
+        .http
+        .post(app.url("/api/auth/login"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    expect_error(not_json, 415, "invalid_request").await;
+    let broken = app
+        .http
+        .post(app.url("/api/auth/login"))
+        .header("content-type", "application/json")
+        .body("{\"username\":")
+        .send()
+        .await
+        .unwrap();
+    expect_error(broken, 400, "invalid_request").await;
+    expect_error(app.post_json("/api/auth/login", json!({"username": "x"})).await, 422, "invalid_request")
+        .await;
+    let upgrade_without_headers = app.http.get(app.url("/ws")).send().await.unwrap();
+    assert!(upgrade_without_headers.status().is_client_error());
+    let body: Value = upgrade_without_headers.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    // On a connection of its own: the server answers 413 without reading the body
+    // and then closes the connection, which a pooled client could try to reuse.
+    let huge = reqwest::Client::new()
+        .post(app.url("/api/auth/register"))
+        .json(&json!({"username": "big", "password": "p".repeat(100_000)}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(huge, 413, "invalid_request").await;
 }
 
 on_both_backends! {

@@ -32,17 +32,6 @@ async fn login(base: &str, username: &str, password: &str) -> reqwest::Response 
         .unwrap()
 }
 
-/// A socket to a server process, `welcome` read.
-async fn connect(addr: &str, token: &str) -> WsClient {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let mut socket = WsClient { stream, protocol: None };
-    assert_eq!(socket.next_json().await["type"], "welcome");
-    socket
-}
-
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -67,7 +56,7 @@ async fn a_fresh_serve_creates_its_secret_and_a_first_admin_who_can_log_in() {
     for line in server.logs() {
         assert!(!line.to_string().contains(token), "a token reached the log: {line}");
     }
-    let mut socket = connect(&server.addr, token).await;
+    let mut socket = connect_ws_at(&server.addr, token).await;
     let stopped_at = std::time::Instant::now();
     let status = server.terminate(Duration::from_secs(10));
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
@@ -129,11 +118,37 @@ async fn create_many_makes_bots_that_share_one_password_hashed_once() {
     let second = create("310");
     assert!(String::from_utf8_lossy(&second.stdout).contains("created 10 players (300 names were taken)"));
 
+    // Argon2 salts every hash: two hashings of one password never give the same
+    // string. So every bot of one run storing the very same string is the proof that
+    // the run hashed once, and the second run's own string shows it was hashed anew.
+    let hashes = stored_password_hashes(&url, "bot").await;
+    assert_eq!(hashes.len(), 310);
+    let first_run = &hashes["bot1"];
+    assert!(first_run.starts_with("$argon2id$"), "{first_run}");
+    for n in 1..=300 {
+        assert_eq!(&hashes[&format!("bot{n}")], first_run, "bot{n} has a hash of its own");
+    }
+    let second_run = &hashes["bot301"];
+    assert_ne!(second_run, first_run, "a second run hashes again, with a salt of its own");
+    for n in 301..=310 {
+        assert_eq!(&hashes[&format!("bot{n}")], second_run, "bot{n} has a hash of its own");
+    }
+
     let server = ServerProcess::start(&["--bind", "127.0.0.1:0", "--database-url", &url]);
-    for bot in ["bot1", "bot299", "bot310"] {
+    for bot in ["bot1", "bot299", "bot301", "bot310"] {
         let body: Value = login(&server.base(), bot, "bot password").await.json().await.unwrap();
         assert_eq!(body["user"]["role"], "player", "{bot}: {body}");
     }
+}
+
+/// Every user whose name starts with `prefix`, and the password hash stored for it.
+async fn stored_password_hashes(sqlite_url: &str, prefix: &str) -> std::collections::HashMap<String, String> {
+    use sqlx::Connection as _;
+    const HASHES: &str = "SELECT username, password_hash FROM users WHERE username LIKE $1 || '%'";
+    let mut db = sqlx::SqliteConnection::connect(sqlite_url).await.expect("open the database");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as(HASHES).bind(prefix).fetch_all(&mut db).await.expect("read the users");
+    rows.into_iter().collect()
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The game over the authenticated socket: rooms, presence, snapshots, input
-//! acknowledgement, chat, and bad game messages.
+//! acknowledgement, chat, and bad game messages. Nothing here depends on the
+//! database, so each test runs once, on SQLite.
 
 use serde_json::{Value, json};
 use tether_e2e::*;
@@ -16,151 +17,185 @@ fn my_state(snapshot: &Value, me: u64) -> Option<Value> {
     snapshot["players"].as_array()?.iter().find(|p| p["id"] == me).cloned()
 }
 
-on_both_backends! {
-    async fn joining_the_lobby_tells_who_is_here_and_others_see_the_arrival(db) {
-        let app = spawn_with(db, |_| {}).await;
-        let alice = app.new_player().await;
-        let bob = app.new_player().await;
-        let mut a = app.connect_ws(&alice.access_token).await;
-        a.send_json(json!({"type": "join"})).await;
-        let joined = a.next_of_type("joined").await;
-        assert_eq!(joined["room"], "lobby");
-        assert_eq!(joined["capacity"], 32);
-        assert_eq!(joined["world"], json!({"width": 800.0, "height": 600.0, "speed": 200.0, "tick_rate": 20, "pickup_radius": 20.0}));
-        let alice_id = joined["you"].as_u64().unwrap();
-        assert_eq!(joined["players"], json!([{"id": alice_id, "name": alice.username}]));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_the_lobby_tells_who_is_here_and_others_see_the_arrival() {
+    let app = spawn_app().await;
+    let alice = app.new_player().await;
+    let bob = app.new_player().await;
+    let mut a = app.connect_ws(&alice.access_token).await;
+    a.send_json(json!({"type": "join"})).await;
+    let joined = a.next_of_type("joined").await;
+    assert_eq!(joined["room"], "lobby");
+    assert_eq!(joined["capacity"], 32);
+    assert_eq!(
+        joined["world"],
+        json!({"width": 800.0, "height": 600.0, "speed": 200.0, "tick_rate": 20, "pickup_radius": 20.0})
+    );
+    let alice_id = joined["you"].as_u64().unwrap();
+    assert_eq!(joined["players"], json!([{"id": alice_id, "name": alice.username}]));
 
-        let (_b, bob_joined) = in_room(&app, &bob, "lobby").await;
-        let bob_id = bob_joined["you"].as_u64().unwrap();
-        assert_eq!(bob_joined["players"].as_array().unwrap().len(), 2);
-        let presence = a.next_of_type("presence").await;
-        assert_eq!(presence, json!({"type": "presence", "room": "lobby", "event": "join", "player": {"id": bob_id, "name": bob.username}}));
-    }
+    let (_b, bob_joined) = in_room(&app, &bob, "lobby").await;
+    let bob_id = bob_joined["you"].as_u64().unwrap();
+    assert_eq!(bob_joined["players"].as_array().unwrap().len(), 2);
+    let presence = a.next_of_type("presence").await;
+    assert_eq!(
+        presence,
+        json!({"type": "presence", "room": "lobby", "event": "join", "player": {"id": bob_id, "name": bob.username}})
+    );
 }
 
-on_both_backends! {
-    async fn inputs_are_applied_by_the_server_and_acknowledged_in_snapshots(db) {
-        let app = spawn_with(db, |_| {}).await;
-        let alice = app.new_player().await;
-        let (mut socket, joined) = in_room(&app, &alice, "arena").await;
-        let me = joined["you"].as_u64().unwrap();
-        let first = socket.next_of_type("snapshot").await;
-        let start = my_state(&first, me).expect("I am in the snapshot");
-        assert_eq!(first["items"].as_array().unwrap().len(), 8);
-        assert!(first["tick"].as_u64().unwrap() >= 1);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_are_applied_by_the_server_and_acknowledged_in_snapshots() {
+    let app = spawn_app().await;
+    let alice = app.new_player().await;
+    let (mut socket, joined) = in_room(&app, &alice, "arena").await;
+    let me = joined["you"].as_u64().unwrap();
+    let first = socket.next_of_type("snapshot").await;
+    let start = my_state(&first, me).expect("I am in the snapshot");
+    assert_eq!(first["items"].as_array().unwrap().len(), 8);
+    assert!(first["tick"].as_u64().unwrap() >= 1);
 
-        let dx = if start["x"].as_f64().unwrap() > 400.0 { -1 } else { 1 };
-        for seq in 1..=3 {
-            socket.send_json(json!({"type": "input", "seq": seq, "dx": dx, "dy": 0})).await;
+    let dx = if start["x"].as_f64().unwrap() > 400.0 { -1 } else { 1 };
+    for seq in 1..=3 {
+        socket.send_json(json!({"type": "input", "seq": seq, "dx": dx, "dy": 0})).await;
+    }
+    let acked = socket
+        .next_matching("acknowledging input 3", |m| {
+            m["type"] == "snapshot" && my_state(m, me).is_some_and(|p| p["ack"] == 3)
+        })
+        .await;
+    let now = my_state(&acked, me).unwrap();
+    let moved = now["x"].as_f64().unwrap() - start["x"].as_f64().unwrap();
+    assert!((moved - 30.0 * dx as f64).abs() < 0.2, "three ticks at 10 units each, moved {moved}");
+    assert_eq!(now["y"], start["y"]);
+
+    // An old sequence number is ignored: no movement, the ack stays.
+    socket.send_json(json!({"type": "input", "seq": 2, "dx": dx, "dy": 0})).await;
+    let later = socket
+        .next_matching("a later snapshot", |m| {
+            m["type"] == "snapshot" && m["tick"].as_u64() > acked["tick"].as_u64().map(|t| t + 2)
+        })
+        .await;
+    assert_eq!(my_state(&later, me).unwrap(), now);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_reaches_everyone_in_the_room_and_only_them() {
+    let app = spawn_app().await;
+    let (alice, bob, carol) = (app.new_player().await, app.new_player().await, app.new_player().await);
+    let (mut a, _) = in_room(&app, &alice, "tavern").await;
+    let (mut b, _) = in_room(&app, &bob, "tavern").await;
+    let (mut c, _) = in_room(&app, &carol, "lobby").await;
+    let text = "hello <b>world</b> & friends";
+    a.send_json(json!({"type": "chat", "text": text})).await;
+    for socket in [&mut a, &mut b] {
+        let chat = socket.next_of_type("chat").await;
+        assert_eq!((chat["room"].as_str(), chat["text"].as_str()), (Some("tavern"), Some(text)));
+        assert_eq!(chat["from"]["name"], alice.username.as_str());
+        assert!(chat["at"].as_str().unwrap().ends_with('Z'));
+    }
+    c.send_json(json!({"type": "ping", "t": 1})).await;
+    let next = c.next_matching("pong or chat", |m| m["type"] == "pong" || m["type"] == "chat").await;
+    assert_eq!(next["type"], "pong", "the lobby did not hear the tavern");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_says_left_and_others_see_the_departure() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.new_player().await, app.new_player().await);
+    let (mut a, _) = in_room(&app, &alice, "lobby").await;
+    let (mut b, joined) = in_room(&app, &bob, "lobby").await;
+    let bob_id = joined["you"].clone();
+    a.next_of_type("presence").await;
+    b.send_json(json!({"type": "leave"})).await;
+    assert_eq!(b.next_of_type("left").await["room"], "lobby");
+    let gone = a.next_matching("bob leaving", |m| m["type"] == "presence" && m["event"] == "leave").await;
+    assert_eq!(gone["player"]["id"], bob_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_whose_socket_closes_leaves_the_room_and_others_are_told() {
+    let app = spawn_app().await;
+    let (alice, bob, carol, dave) =
+        (app.new_player().await, app.new_player().await, app.new_player().await, app.new_player().await);
+    let (mut a, alice_joined) = in_room(&app, &alice, "den").await;
+    let alice_id = alice_joined["you"].clone();
+    // Neither says `leave`: Bob's client closes the socket properly, Carol's
+    // connection just goes away.
+    for (player, closes_cleanly) in [(&bob, true), (&carol, false)] {
+        let (mut socket, joined) = in_room(&app, player, "den").await;
+        let id = joined["you"].clone();
+        let arrived = a.next_of_type("presence").await;
+        assert_eq!((arrived["event"].as_str(), &arrived["player"]["id"]), (Some("join"), &id));
+        if closes_cleanly {
+            socket.stream.close(None).await.expect("send a close frame");
         }
-        let acked = socket
-            .next_matching("acknowledging input 3", |m| m["type"] == "snapshot" && my_state(m, me).is_some_and(|p| p["ack"] == 3))
-            .await;
-        let now = my_state(&acked, me).unwrap();
-        let moved = now["x"].as_f64().unwrap() - start["x"].as_f64().unwrap();
-        assert!((moved - 30.0 * dx as f64).abs() < 0.2, "three ticks at 10 units each, moved {moved}");
-        assert_eq!(now["y"], start["y"]);
-
-        // An old sequence number is ignored: no movement, the ack stays.
-        socket.send_json(json!({"type": "input", "seq": 2, "dx": dx, "dy": 0})).await;
-        let later = socket.next_matching("a later snapshot", |m| m["type"] == "snapshot" && m["tick"].as_u64() > acked["tick"].as_u64().map(|t| t + 2)).await;
-        assert_eq!(my_state(&later, me).unwrap(), now);
-    }
-}
-
-on_both_backends! {
-    async fn chat_reaches_everyone_in_the_room_and_only_them(db) {
-        let app = spawn_with(db, |_| {}).await;
-        let (alice, bob, carol) = (app.new_player().await, app.new_player().await, app.new_player().await);
-        let (mut a, _) = in_room(&app, &alice, "tavern").await;
-        let (mut b, _) = in_room(&app, &bob, "tavern").await;
-        let (mut c, _) = in_room(&app, &carol, "lobby").await;
-        let text = "hello <b>world</b> & friends";
-        a.send_json(json!({"type": "chat", "text": text})).await;
-        for socket in [&mut a, &mut b] {
-            let chat = socket.next_of_type("chat").await;
-            assert_eq!((chat["room"].as_str(), chat["text"].as_str()), (Some("tavern"), Some(text)));
-            assert_eq!(chat["from"]["name"], alice.username.as_str());
-            assert!(chat["at"].as_str().unwrap().ends_with('Z'));
-        }
-        c.send_json(json!({"type": "ping", "t": 1})).await;
-        let next = c.next_matching("pong or chat", |m| m["type"] == "pong" || m["type"] == "chat").await;
-        assert_eq!(next["type"], "pong", "the lobby did not hear the tavern");
-    }
-}
-
-on_both_backends! {
-    async fn leaving_says_left_and_others_see_the_departure(db) {
-        let app = spawn_with(db, |_| {}).await;
-        let (alice, bob) = (app.new_player().await, app.new_player().await);
-        let (mut a, _) = in_room(&app, &alice, "lobby").await;
-        let (mut b, joined) = in_room(&app, &bob, "lobby").await;
-        let bob_id = joined["you"].clone();
-        a.next_of_type("presence").await;
-        b.send_json(json!({"type": "leave"})).await;
-        assert_eq!(b.next_of_type("left").await["room"], "lobby");
-        let gone = a.next_matching("bob leaving", |m| m["type"] == "presence" && m["event"] == "leave").await;
-        assert_eq!(gone["player"]["id"], bob_id);
-        drop(b);
-        let carol = app.new_player().await;
-        let (_c, _) = in_room(&app, &carol, "lobby").await;
-        let presence = a.next_of_type("presence").await;
-        assert_eq!(presence["event"], "join", "a closed socket leaves its room too");
-    }
-}
-
-on_both_backends! {
-    async fn bad_game_messages_get_an_error_and_the_socket_stays_open(db) {
-        let app = spawn_with(db, |_| {}).await;
-        let alice = app.new_player().await;
-        let mut socket = app.connect_ws(&alice.access_token).await;
-        socket.send_json(json!({"type": "input", "seq": 1, "dx": 1, "dy": 0})).await;
-        assert_eq!(socket.next_of_type("error").await["code"], "not_in_room");
-        socket.send_json(json!({"type": "chat", "text": "anyone?"})).await;
-        assert_eq!(socket.next_of_type("error").await["code"], "not_in_room");
-        socket.send_json(json!({"type": "leave"})).await;
-        assert_eq!(socket.next_of_type("error").await["code"], "not_in_room");
-        for bad in [
-            json!({"type": "join", "room": "Not A Room"}),
-            json!({"type": "join", "room": "x".repeat(33)}),
-            json!({"type": "input", "seq": 1, "dx": 5, "dy": 0}),
-            json!({"type": "input", "seq": "one", "dx": 0, "dy": 0}),
-            json!({"type": "chat", "text": "x".repeat(201)}),
-            json!({"type": "chat", "text": "   "}),
-        ] {
-            socket.send_json(bad.clone()).await;
-            let error = socket.next_of_type("error").await;
-            assert_eq!(error["code"], "bad_message", "{bad}");
-        }
-        socket.send_json(json!({"type": "join"})).await;
-        assert_eq!(socket.next_of_type("joined").await["room"], "lobby");
-    }
-}
-
-on_both_backends! {
-    async fn a_full_room_refuses_and_the_player_stays_where_they_were(db) {
-        let app = spawn_with(db, |config| config.room_capacity = 1).await;
-        let (alice, bob) = (app.new_player().await, app.new_player().await);
-        let (_a, _) = in_room(&app, &alice, "duel").await;
-        let (mut b, _) = in_room(&app, &bob, "lobby").await;
-        b.send_json(json!({"type": "join", "room": "duel"})).await;
-        assert_eq!(b.next_of_type("error").await["code"], "room_full");
-        b.send_json(json!({"type": "chat", "text": "still here"})).await;
-        assert_eq!(b.next_of_type("chat").await["room"], "lobby");
-    }
-}
-
-on_both_backends! {
-    async fn moving_between_rooms_leaves_the_old_one(db) {
-        let app = spawn_with(db, |_| {}).await;
-        let (alice, bob) = (app.new_player().await, app.new_player().await);
-        let (mut a, _) = in_room(&app, &alice, "lobby").await;
-        let (mut b, _) = in_room(&app, &bob, "lobby").await;
-        a.next_of_type("presence").await;
-        b.send_json(json!({"type": "join", "room": "arena"})).await;
-        assert_eq!(b.next_of_type("joined").await["room"], "arena");
-        assert_eq!(b.next_of_type("left").await["room"], "lobby");
+        drop(socket);
         let gone = a.next_of_type("presence").await;
-        assert_eq!((gone["event"].as_str(), gone["player"]["name"].as_str()), (Some("leave"), Some(bob.username.as_str())));
+        assert_eq!(
+            gone,
+            json!({"type": "presence", "room": "den", "event": "leave", "player": {"id": id, "name": player.username}}),
+            "closes cleanly: {closes_cleanly}"
+        );
     }
+    let (_d, dave_joined) = in_room(&app, &dave, "den").await;
+    let here =
+        json!([{"id": alice_id, "name": alice.username}, {"id": dave_joined["you"], "name": dave.username}]);
+    assert_eq!(dave_joined["players"], here, "the closed sockets' players are gone from the room");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_game_messages_get_an_error_and_the_socket_stays_open() {
+    let app = spawn_app().await;
+    let alice = app.new_player().await;
+    let mut socket = app.connect_ws(&alice.access_token).await;
+    socket.send_json(json!({"type": "input", "seq": 1, "dx": 1, "dy": 0})).await;
+    assert_eq!(socket.next_of_type("error").await["code"], "not_in_room");
+    socket.send_json(json!({"type": "chat", "text": "anyone?"})).await;
+    assert_eq!(socket.next_of_type("error").await["code"], "not_in_room");
+    socket.send_json(json!({"type": "leave"})).await;
+    assert_eq!(socket.next_of_type("error").await["code"], "not_in_room");
+    for bad in [
+        json!({"type": "join", "room": "Not A Room"}),
+        json!({"type": "join", "room": "x".repeat(33)}),
+        json!({"type": "input", "seq": 1, "dx": 5, "dy": 0}),
+        json!({"type": "input", "seq": "one", "dx": 0, "dy": 0}),
+        json!({"type": "chat", "text": "x".repeat(201)}),
+        json!({"type": "chat", "text": "   "}),
+    ] {
+        socket.send_json(bad.clone()).await;
+        let error = socket.next_of_type("error").await;
+        assert_eq!(error["code"], "bad_message", "{bad}");
+    }
+    socket.send_json(json!({"type": "join"})).await;
+    assert_eq!(socket.next_of_type("joined").await["room"], "lobby");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_refuses_and_the_player_stays_where_they_were() {
+    let app = spawn_with(TestDb::sqlite(), |config| config.room_capacity = 1).await;
+    let (alice, bob) = (app.new_player().await, app.new_player().await);
+    let (_a, _) = in_room(&app, &alice, "duel").await;
+    let (mut b, _) = in_room(&app, &bob, "lobby").await;
+    b.send_json(json!({"type": "join", "room": "duel"})).await;
+    assert_eq!(b.next_of_type("error").await["code"], "room_full");
+    b.send_json(json!({"type": "chat", "text": "still here"})).await;
+    assert_eq!(b.next_of_type("chat").await["room"], "lobby");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_between_rooms_leaves_the_old_one() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.new_player().await, app.new_player().await);
+    let (mut a, _) = in_room(&app, &alice, "lobby").await;
+    let (mut b, _) = in_room(&app, &bob, "lobby").await;
+    a.next_of_type("presence").await;
+    b.send_json(json!({"type": "join", "room": "arena"})).await;
+    assert_eq!(b.next_of_type("joined").await["room"], "arena");
+    assert_eq!(b.next_of_type("left").await["room"], "lobby");
+    let gone = a.next_of_type("presence").await;
+    assert_eq!(
+        (gone["event"].as_str(), gone["player"]["name"].as_str()),
+        (Some("leave"), Some(bob.username.as_str()))
+    );
 }

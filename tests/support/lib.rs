@@ -346,6 +346,21 @@ impl TestApp {
     }
 }
 
+/// A socket to the server at `addr` (a `tether serve` process, say), authenticated by
+/// the `Authorization` header; `welcome` already read.
+pub async fn connect_ws_at(addr: &str, token: &str) -> WsClient {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+    let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("the upgrade answers in time")
+        .expect("the upgrade succeeds");
+    let mut socket = WsClient { stream, protocol: None };
+    let welcome = socket.next_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    socket
+}
+
 /// Polls `/readyz` until it answers 200, within [`WAIT`].
 pub async fn wait_until_ready(http: &reqwest::Client, base: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -447,6 +462,29 @@ impl WsClient {
 
     pub async fn next_close(&mut self) -> Closed {
         self.next_close_within(WAIT).await
+    }
+
+    /// Every text frame until the connection ends, and its close frame if it had one
+    /// (None: it was dropped or reset without one, as an aborted socket is).
+    pub async fn frames_until_end(&mut self) -> (Vec<String>, Option<Closed>) {
+        let mut texts = Vec::new();
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
+                    Some(Ok(Message::Close(frame))) => {
+                        return Some(frame.map_or(Closed { code: 1005, reason: String::new() }, |frame| {
+                            Closed { code: u16::from(frame.code), reason: frame.reason.to_string() }
+                        }));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        })
+        .await
+        .expect("the connection ends in time");
+        (texts, closed)
     }
 
     /// The frames before the close frame, and the close.

@@ -46,6 +46,39 @@ pub fn tether(args: &[&str]) -> Command {
     command
 }
 
+/// `tether serve` on a test database, set up as [`crate::test_config`] sets up an
+/// in-process server (port 0, the test signing secret, cheap argon2, no rate limits),
+/// and ready. A process has a metrics recorder of its own: in-process servers share
+/// the test binary's.
+pub async fn serve_on(db: &crate::TestDb) -> ServerProcess {
+    let secret = db.dir.path().join("jwt-secret");
+    std::fs::write(&secret, crate::JWT_SECRET).expect("write the test secret");
+    let secret = secret.display().to_string();
+    #[rustfmt::skip]
+    let args: Vec<String> = [
+        "--bind", "127.0.0.1:0",
+        "--database-url", &db.url,
+        "--jwt-secret-file", &secret,
+        "--argon2-memory-kib", "8",
+        "--argon2-iterations", "1",
+        "--auth-per-ip-per-minute", "0",
+        "--auth-per-username-per-minute", "0",
+        "--upgrades-per-ip-per-minute", "0",
+        "--ws-messages-per-second", "0",
+    ]
+    .map(str::to_owned)
+    .into();
+    // Starting may build the binary and waits on its log: off the async workers.
+    let server = tokio::task::spawn_blocking(move || {
+        ServerProcess::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("tether serve starts");
+    let http = reqwest::Client::builder().timeout(crate::WAIT).build().unwrap();
+    crate::wait_until_ready(&http, &server.base()).await;
+    server
+}
+
 /// A running `tether serve`.
 pub struct ServerProcess {
     pub child: Child,
