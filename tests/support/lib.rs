@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod process;
+pub mod proxy;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::StatusCode;
