@@ -2,6 +2,7 @@
 //! talk to it with real HTTP and WebSocket clients. Every wait has a bound.
 
 pub mod browser;
+pub mod history;
 pub mod process;
 pub mod proxy;
 
