@@ -68,20 +68,39 @@ pub struct Until {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum OpKind {
-    Register { username: String },
-    Login { username: String },
+    Register {
+        username: String,
+    },
+    Login {
+        username: String,
+    },
     /// `token` is a fingerprint of the refresh token presented.
-    Refresh { token: u64 },
+    Refresh {
+        token: u64,
+    },
     Me,
     ListSessions,
     Logout,
     LogoutAll,
-    DeleteSession { target: String },
-    Upgrade { transport: Transport },
-    Kick { user: String },
-    Ban { user: String, until: Option<Until> },
-    Unban { user: String },
-    RevokeSession { target: String },
+    DeleteSession {
+        target: String,
+    },
+    Upgrade {
+        transport: Transport,
+    },
+    Kick {
+        user: String,
+    },
+    Ban {
+        user: String,
+        until: Option<Until>,
+    },
+    Unban {
+        user: String,
+    },
+    RevokeSession {
+        target: String,
+    },
     RevokeAll,
 }
 
@@ -178,7 +197,10 @@ pub struct Frame {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum End {
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
     /// The connection ended without a close frame (a killed node, a reset).
     Broken(String),
     /// The client closed it (the run ended, or the schedule said so).
@@ -678,7 +700,11 @@ impl<'a> Checker<'a> {
         };
         match scope {
             Scope::Session(session) => {
-                if acked.is_some() { affected.push(session) } else { ambiguous.push(session) }
+                if acked.is_some() {
+                    affected.push(session)
+                } else {
+                    ambiguous.push(session)
+                }
             }
             Scope::User(user) => {
                 for (session, info) in &self.sessions {
@@ -736,29 +762,47 @@ impl<'a> Checker<'a> {
         self.log.nodes.get(node).map_or("?", String::as_str)
     }
 
+    fn revoked_how(&self, rev: &Revocation<'_>, answered: At) -> String {
+        let node = self.node(rev.op.node);
+        if matches!(rev.op.outcome, Outcome::HungUp) {
+            format!("({:?} on {node} whose client hung up: due by {answered})", rev.kind)
+        } else {
+            format!("({:?} on {node}, answered {answered})", rev.kind)
+        }
+    }
+
     fn accepted_after_revocation(&mut self) {
         let mut found = Vec::new();
         for rev in &self.revocations {
             let Some(answered) = rev.acked else { continue };
             for session in &rev.affected {
+                // One violation per revoked session, naming every late acceptance.
+                let mut late = Vec::new();
+                let mut ops = vec![rev.op.id];
                 for op in self.acceptances.get(session).into_iter().flatten() {
                     let by = self.learned_by(op.node, rev.op.node, answered);
                     if op.sent > by {
-                        let what = format!(
-                            "session {} was revoked by op#{} ({:?} on {}, answered {answered}{}); {} \
-                             accepted it in op#{} sent {} (it had to refuse from {by})",
-                            short(session),
-                            rev.op.id,
-                            rev.kind,
-                            self.node(rev.op.node),
-                            if matches!(rev.op.outcome, Outcome::HungUp) { ", its client hung up" } else { "" },
+                        late.push(format!(
+                            "{} op#{} sent {} (bound {by})",
                             self.node(op.node),
                             op.id,
-                            op.sent,
-                        );
-                        found.push((what, vec![rev.op.id, op.id]));
+                            op.sent
+                        ));
+                        ops.push(op.id);
                     }
                 }
+                if late.is_empty() {
+                    continue;
+                }
+                let what = format!(
+                    "session {} was revoked by op#{} {}; accepted later {} time(s): {}",
+                    short(session),
+                    rev.op.id,
+                    self.revoked_how(rev, answered),
+                    late.len(),
+                    late.join(", ")
+                );
+                found.push((what, ops));
             }
         }
         for (what, ops) in found {
@@ -790,13 +834,15 @@ impl<'a> Checker<'a> {
                     let serve_until = if before { learned } else { learned.max(socket.opened) };
                     let served =
                         socket.frames.iter().find(|frame| frame.caused_by.is_some_and(|c| c > serve_until));
+                    if self.log.ops[socket.op].sent > learned {
+                        // Its upgrade was accepted too late: that acceptance is reported already.
+                        continue;
+                    }
                     let head = format!(
-                        "session {} was revoked by op#{} ({:?} on {}, answered {answered}); its socket #{} \
-                         on {} (welcome {})",
+                        "session {} was revoked by op#{} {}; its socket #{} on {} (welcome {})",
                         short(session),
                         rev.op.id,
-                        rev.kind,
-                        self.node(rev.op.node),
+                        self.revoked_how(rev, answered),
                         socket.id,
                         self.node(socket.node),
                         socket.opened,
@@ -893,7 +939,9 @@ impl<'a> Checker<'a> {
                         bans.push(BanOp { op, user, until: until.as_ref(), acked });
                     }
                 }
-                OpKind::Unban { .. } if op.status().is_some_and(|s| (200..300).contains(&s)) || op.might_have_happened() => {
+                OpKind::Unban { .. }
+                    if op.status().is_some_and(|s| (200..300).contains(&s)) || op.might_have_happened() =>
+                {
                     unbans.push(op)
                 }
                 _ => {}
@@ -954,17 +1002,30 @@ impl<'a> Checker<'a> {
                     })
                     .collect();
                 if in_force.is_empty() {
+                    let mut ops: Vec<OpId> = bans
+                        .iter()
+                        .filter(|ban| ban.user == user && ban.op.sent < answered)
+                        .map(|ban| ban.op.id)
+                        .chain(
+                            unbans
+                                .iter()
+                                .filter(|u| unban_user(u) == user && u.sent < answered)
+                                .map(|u| u.id),
+                        )
+                        .collect();
+                    ops.sort_unstable();
+                    ops.push(login.id);
                     found.push((
                         Rule::BanNotLifted,
                         format!(
-                            "login op#{} of user {} on {} sent {} was refused 403 banned, but no ban could \
-                             still be in force",
+                            "login op#{} of user {} on {} sent {} was refused 403 banned, but every ban of the \
+                             user before it had lifted (its until passed, or an unban was answered)",
                             login.id,
                             short(user),
                             self.node(login.node),
                             login.sent
                         ),
-                        vec![login.id],
+                        ops,
                     ));
                 } else if let [ban] = in_force.as_slice()
                     && ban.acked
@@ -972,7 +1033,8 @@ impl<'a> Checker<'a> {
                 {
                     let expected = ban.until.map(|until| until.utc);
                     let got = answered_until.as_deref().map(|text| {
-                        let parsed = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339);
+                        let parsed =
+                            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339);
                         (text, parsed.ok())
                     });
                     let right = match (expected, got) {
@@ -988,7 +1050,11 @@ impl<'a> Checker<'a> {
                             format!(
                                 "ban op#{} was given until {}; login op#{} was refused with until {}",
                                 ban.op.id,
-                                ban.until.map_or("null".to_owned(), |u| format!("{} (= {} UTC)", u.text, u.utc)),
+                                ban.until.map_or("null".to_owned(), |u| format!(
+                                    "{} (= {})",
+                                    u.text,
+                                    rfc3339(u.utc)
+                                )),
                                 login.id,
                                 answered_until.as_deref().unwrap_or("null")
                             ),
@@ -1035,19 +1101,30 @@ impl<'a> Checker<'a> {
         if unbanned_for_sure || expired {
             return Some((4001, rev.op.id));
         }
-        let maybe_lifted = !unbans.is_empty()
-            || until.as_ref().is_some_and(|until| until.at <= at.plus(self.bounds.slack));
+        let maybe_lifted =
+            !unbans.is_empty() || until.as_ref().is_some_and(|until| until.at <= at.plus(self.bounds.slack));
         if maybe_lifted { None } else { Some((4003, rev.op.id)) }
     }
 
     fn refusals(&mut self) {
         let mut found = Vec::new();
-        let mut refused = |session: &str, node: usize, sent: At, at: At, code: Option<u16>, ops: Vec<OpId>, sockets: Vec<SocketId>, how: String| {
+        let mut refused = |session: &str,
+                           node: usize,
+                           sent: At,
+                           at: At,
+                           code: Option<u16>,
+                           ops: Vec<OpId>,
+                           sockets: Vec<SocketId>,
+                           how: String| {
             let covered = self.revocations.iter().any(|rev| rev.covers(session) && rev.op.sent < at);
             if !covered {
                 found.push((
                     Rule::RefusedWithoutRevocation,
-                    format!("{how}: session {} on {}, but no revocation sent before covered it", short(session), self.node(node)),
+                    format!(
+                        "{how}: session {} on {}, but no revocation sent before covered it",
+                        short(session),
+                        self.node(node)
+                    ),
                     ops,
                     sockets,
                 ));
@@ -1076,10 +1153,28 @@ impl<'a> Checker<'a> {
             let Some(answered) = op.answered() else { continue };
             match &op.outcome {
                 Outcome::Http { status: 401, error: Some(error), .. } if error == "session_revoked" => {
-                    refused(session, op.node, op.sent, answered, None, vec![op.id], Vec::new(), format!("op#{} got 401 session_revoked", op.id));
+                    refused(
+                        session,
+                        op.node,
+                        op.sent,
+                        answered,
+                        None,
+                        vec![op.id],
+                        Vec::new(),
+                        format!("op#{} got 401 session_revoked", op.id),
+                    );
                 }
                 Outcome::Closed { code, .. } if matches!(code, 4001 | 4003 | 4004) => {
-                    refused(session, op.node, op.sent, answered, Some(*code), vec![op.id], Vec::new(), format!("upgrade op#{} was closed {code}", op.id));
+                    refused(
+                        session,
+                        op.node,
+                        op.sent,
+                        answered,
+                        Some(*code),
+                        vec![op.id],
+                        Vec::new(),
+                        format!("upgrade op#{} was closed {code}", op.id),
+                    );
                 }
                 _ => {}
             }
@@ -1088,7 +1183,16 @@ impl<'a> Checker<'a> {
             if let Some((at, End::Closed { code, .. })) = &socket.end
                 && matches!(code, 4001 | 4003 | 4004)
             {
-                refused(&socket.session, socket.node, *at, *at, Some(*code), vec![socket.op], vec![socket.id], format!("socket #{} was closed {code} at {at}", socket.id));
+                refused(
+                    &socket.session,
+                    socket.node,
+                    *at,
+                    *at,
+                    Some(*code),
+                    vec![socket.op],
+                    vec![socket.id],
+                    format!("socket #{} was closed {code} at {at}", socket.id),
+                );
             }
         }
         for (rule, what, ops, sockets) in found {
@@ -1175,7 +1279,10 @@ impl<'a> Checker<'a> {
             }
         }
         if checked == 0 {
-            return vec![(format!("op#{} revoked no session of the mass logins", rev.op.id), vec![rev.op.id])];
+            return vec![(
+                format!("op#{} revoked no session of the mass logins", rev.op.id),
+                vec![rev.op.id],
+            )];
         }
         if missing.is_empty() {
             return Vec::new();
@@ -1198,6 +1305,10 @@ impl<'a> Checker<'a> {
 pub const MASS_ADMIN: &str = "mass-admin";
 /// The actor name of the logins made for it.
 pub const MASS_BULK: &str = "mass-bulk";
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.to_string())
+}
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
@@ -1257,7 +1368,11 @@ pub fn describe_op(log: &Log, op: &Op) -> String {
 
 fn describe_socket(log: &Log, socket: &SocketRecord) -> String {
     let node = log.nodes.get(socket.node).map_or("?", String::as_str);
-    let last = socket.frames.last().map(|frame| format!(", last `{}` at {}", frame.kind, frame.at)).unwrap_or_default();
+    let last = socket
+        .frames
+        .last()
+        .map(|frame| format!(", last `{}` at {}", frame.kind, frame.at))
+        .unwrap_or_default();
     let end = match &socket.end {
         Some((at, end)) => format!("ended {at}: {}", describe_end(end)),
         None => "still open".to_owned(),
@@ -1380,7 +1495,8 @@ pub fn report(log: &Log, violations: &[Violation], bounds: &Bounds, per_rule: us
     }
     let _ = writeln!(text, "{} violations of {} rules:", violations.len(), rules.len());
     for (rule, found) in &rules {
-        let _ = writeln!(text, "\n[{}] {} violation(s). Rule: {}.", rule.title(), found.len(), rule.rule(bounds));
+        let _ =
+            writeln!(text, "\n[{}] {} violation(s). Rule: {}.", rule.title(), found.len(), rule.rule(bounds));
         for (n, violation) in found.iter().take(per_rule).enumerate() {
             let _ = writeln!(text, "  {}. {}", n + 1, violation.what);
             for &op in &violation.ops {
@@ -1394,7 +1510,8 @@ pub fn report(log: &Log, violations: &[Violation], bounds: &Bounds, per_rule: us
             let _ = writeln!(text, "  ... and {} more", found.len() - per_rule);
         }
     }
-    let involved: HashSet<usize> = violations.iter().flat_map(|v| v.ops.iter().map(|&op| log.ops[op].node)).collect();
+    let involved: HashSet<usize> =
+        violations.iter().flat_map(|v| v.ops.iter().map(|&op| log.ops[op].node)).collect();
     let faults: Vec<&Fault> = log.faults.iter().filter(|fault| involved.contains(&fault.node)).collect();
     if !faults.is_empty() {
         let _ = writeln!(text, "\nfaults on the nodes involved:");
@@ -1422,7 +1539,15 @@ mod tests {
             Build { log: Log { nodes: (0..nodes).map(|n| format!("node-{n}")).collect(), ..Log::default() } }
         }
 
-        fn op(&mut self, node: usize, kind: OpKind, session: Option<&str>, sent: u64, ended: u64, outcome: Outcome) -> OpId {
+        fn op(
+            &mut self,
+            node: usize,
+            kind: OpKind,
+            session: Option<&str>,
+            sent: u64,
+            ended: u64,
+            outcome: Outcome,
+        ) -> OpId {
             let id = self.log.ops.len();
             self.log.ops.push(Op {
                 id,
@@ -1475,7 +1600,12 @@ mod tests {
 
         let mut b = Build::new(2);
         b.login(0, "s1", "u1", 0, 10);
-        b.log.faults.push(Fault { node: 1, kind: FaultKind::Cut { mode: "refuse".into() }, start: ms(50), end: ms(1500).into() });
+        b.log.faults.push(Fault {
+            node: 1,
+            kind: FaultKind::Cut { mode: "refuse".into() },
+            start: ms(50),
+            end: ms(1500).into(),
+        });
         b.op(0, OpKind::Logout, Some("s1"), 100, 110, http(204));
         b.op(1, OpKind::Me, Some("s1"), 1000, 1010, http(200));
         b.op(1, OpKind::Me, Some("s1"), 3900, 3910, http(200));
@@ -1500,7 +1630,12 @@ mod tests {
     fn a_stale_node_may_accept_only_until_the_staleness_bound() {
         let mut b = Build::new(1);
         b.login(0, "s1", "u1", 0, 10);
-        b.log.faults.push(Fault { node: 0, kind: FaultKind::Cut { mode: "refuse".into() }, start: ms(100), end: ms(4000).into() });
+        b.log.faults.push(Fault {
+            node: 0,
+            kind: FaultKind::Cut { mode: "refuse".into() },
+            start: ms(100),
+            end: ms(4000).into(),
+        });
         b.op(0, OpKind::Me, Some("s1"), 2500, 2510, http(200));
         assert_eq!(rules(&b.log), vec![]);
         b.op(0, OpKind::Me, Some("s1"), 2700, 2710, http(200));
@@ -1511,7 +1646,14 @@ mod tests {
     fn a_socket_must_close_and_must_not_answer_frames_sent_after_the_revocation() {
         let mut b = Build::new(1);
         b.login(0, "s1", "u1", 0, 10);
-        let upgrade = b.op(0, OpKind::Upgrade { transport: Transport::Header }, Some("s1"), 20, 30, Outcome::Welcome { socket: 0 });
+        let upgrade = b.op(
+            0,
+            OpKind::Upgrade { transport: Transport::Header },
+            Some("s1"),
+            20,
+            30,
+            Outcome::Welcome { socket: 0 },
+        );
         b.op(0, OpKind::Logout, Some("s1"), 100, 110, http(204));
         b.log.sockets.push(SocketRecord {
             id: 0,
@@ -1534,13 +1676,35 @@ mod tests {
         let mut b = Build::new(1);
         b.login(0, "s1", "u1", 0, 10);
         b.op(0, OpKind::Ban { user: "u1".into(), until: None }, None, 100, 110, http(200));
-        let banned = Outcome::Http { status: 403, error: Some("banned".into()), issued: None, ban_until: Some(None) };
+        let banned =
+            Outcome::Http { status: 403, error: Some("banned".into()), issued: None, ban_until: Some(None) };
         b.op(0, OpKind::Login { username: "name-u1".into() }, None, 200, 210, banned.clone());
-        b.op(0, OpKind::Upgrade { transport: Transport::Query }, Some("s1"), 220, 230, Outcome::Closed { code: 4003, reason: String::new() });
+        b.op(
+            0,
+            OpKind::Upgrade { transport: Transport::Query },
+            Some("s1"),
+            220,
+            230,
+            Outcome::Closed { code: 4003, reason: String::new() },
+        );
         b.op(0, OpKind::Unban { user: "u1".into() }, None, 300, 310, http(204));
-        b.op(0, OpKind::Upgrade { transport: Transport::Query }, Some("s1"), 400, 410, Outcome::Closed { code: 4001, reason: String::new() });
+        b.op(
+            0,
+            OpKind::Upgrade { transport: Transport::Query },
+            Some("s1"),
+            400,
+            410,
+            Outcome::Closed { code: 4001, reason: String::new() },
+        );
         assert_eq!(rules(&b.log), vec![]);
-        b.op(0, OpKind::Upgrade { transport: Transport::Query }, Some("s1"), 500, 510, Outcome::Closed { code: 4003, reason: String::new() });
+        b.op(
+            0,
+            OpKind::Upgrade { transport: Transport::Query },
+            Some("s1"),
+            500,
+            510,
+            Outcome::Closed { code: 4003, reason: String::new() },
+        );
         b.op(0, OpKind::Login { username: "name-u1".into() }, None, 500, 510, banned);
         assert_eq!(rules(&b.log), vec![Rule::BanNotLifted, Rule::WrongCloseCode]);
     }

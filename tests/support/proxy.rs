@@ -115,7 +115,12 @@ async fn hold_until_healed(client: TcpStream, mut state: watch::Receiver<State>)
     reset(client);
 }
 
-async fn forward(mut client: TcpStream, upstream: SocketAddr, generation: u64, mut state: watch::Receiver<State>) {
+async fn forward(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    generation: u64,
+    mut state: watch::Receiver<State>,
+) {
     let Ok(mut server) = TcpStream::connect(upstream).await else {
         reset(client);
         return;
