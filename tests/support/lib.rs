@@ -2,7 +2,9 @@
 //! talk to it with real HTTP and WebSocket clients. Every wait has a bound.
 
 pub mod browser;
+pub mod chaos;
 pub mod history;
+pub mod nodes;
 pub mod process;
 pub mod proxy;
 
