@@ -38,5 +38,6 @@ mod history;
 mod limits;
 mod persistence;
 mod refresh;
+mod revocation_edges;
 mod sockets;
 mod tokens;
