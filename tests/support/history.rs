@@ -963,8 +963,12 @@ impl<'a> Checker<'a> {
                     if login.sent <= from {
                         continue;
                     }
+                    // An unban, or a newer ban (which replaces this one's until), sent
+                    // before the login was answered may have lifted it.
                     let lifted = unbans.iter().any(|unban| {
                         unban_user(unban) == user && unban.sent > ban.op.sent && unban.sent < answered
+                    }) || bans.iter().any(|newer| {
+                        newer.user == user && newer.op.sent > ban.op.sent && newer.op.sent < answered
                     });
                     let expired = ban.until.is_some_and(|until| answered.plus(slack) >= until.at);
                     if !lifted && !expired {
@@ -998,7 +1002,14 @@ impl<'a> Checker<'a> {
                                 && unban.status().is_some_and(|s| (200..300).contains(&s))
                                 && self.learned_by(login.node, unban.node, unban.ended) < login.sent
                         });
-                        !expired && !unbanned
+                        // A newer ban answered before the login replaced this one.
+                        let replaced = bans.iter().any(|newer| {
+                            newer.acked
+                                && newer.user == user
+                                && newer.op.sent > ban_end
+                                && self.learned_by(login.node, newer.op.node, newer.op.ended) < login.sent
+                        });
+                        !expired && !unbanned && !replaced
                     })
                     .collect();
                 if in_force.is_empty() {
@@ -1707,6 +1718,27 @@ mod tests {
         );
         b.op(0, OpKind::Login { username: "name-u1".into() }, None, 500, 510, banned);
         assert_eq!(rules(&b.log), vec![Rule::BanNotLifted, Rule::WrongCloseCode]);
+    }
+
+    #[test]
+    fn a_newer_ban_replaces_the_until_of_an_older_one() {
+        let mut b = Build::new(1);
+        b.login(0, "s1", "u1", 0, 10);
+        b.op(0, OpKind::Ban { user: "u1".into(), until: None }, None, 100, 110, http(200));
+        let until = Until { text: "+1s".into(), utc: OffsetDateTime::UNIX_EPOCH, at: ms(1000) };
+        b.op(0, OpKind::Ban { user: "u1".into(), until: Some(until) }, None, 200, 210, http(200));
+        let ok = Outcome::Http {
+            status: 200,
+            error: None,
+            issued: Some(Issued { session: "s2".into(), user: "u1".into() }),
+            ban_until: None,
+        };
+        b.op(0, OpKind::Login { username: "name-u1".into() }, None, 2000, 2010, ok);
+        assert_eq!(rules(&b.log), vec![]);
+        let banned =
+            Outcome::Http { status: 403, error: Some("banned".into()), issued: None, ban_until: Some(None) };
+        b.op(0, OpKind::Login { username: "name-u1".into() }, None, 2500, 2510, banned);
+        assert_eq!(rules(&b.log), vec![Rule::BanNotLifted]);
     }
 
     #[test]

@@ -40,10 +40,15 @@ pub fn serve_env(database_url: &str, secret: &Path, node_id: &str) -> Vec<(Strin
         ("TETHER_AUTH_PER_USERNAME_PER_MINUTE", "0"),
         ("TETHER_UPGRADES_PER_IP_PER_MINUTE", "0"),
         ("TETHER_WS_MESSAGES_PER_SECOND", "0"),
-        // v2: the knobs a load test from one machine turns off.
+        // v2: the knobs a load test from one machine turns off (API.md, "Limits").
         ("TETHER_MAX_SOCKETS_PER_SESSION", "0"),
         ("TETHER_MAX_CONNECTIONS", "0"),
         ("TETHER_MAX_CONNECTIONS_PER_IP", "0"),
+        // v2 limits registrations and refreshes per address too; the contract leaves
+        // their flags' names to the README, so these are the names the v1 pattern
+        // gives. An unknown variable is ignored, and a 429 only makes the run thinner.
+        ("TETHER_REGISTRATIONS_PER_IP_PER_MINUTE", "0"),
+        ("TETHER_REFRESHES_PER_IP_PER_MINUTE", "0"),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value.to_owned()))
