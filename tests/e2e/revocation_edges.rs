@@ -163,6 +163,7 @@ fn addr(node: &Node) -> String {
 /// Revoke-all on the first node; every other node must refuse each session and
 /// close each socket within the bound.
 async fn revoke_all_reaches_every_node(nodes: &[Node], users: usize, per_user: usize, sockets: usize) {
+    let _alone = HEAVY.lock().await;
     let http = http();
     let bases: Vec<String> = nodes.iter().map(base).collect();
     let held = many_sessions(&http, &bases, users, per_user).await;
@@ -234,6 +235,7 @@ async fn a_revoke_all_larger_than_the_default_batch_is_refused_by_every_other_no
 /// at once. A request the server has in full is carried out even if its client has
 /// gone: every token is refused and every socket closed.
 async fn hung_up_logouts_still_revoke(db: Arc<TestDb>) {
+    let _alone = HEAVY.lock().await;
     nodes::prepare_database(&db.url, &[], PASSWORD).await;
     let env = nodes::serve_env(&db.url, &nodes::secret_file(&db), "hang-up");
     let node = Node::start("hang-up", env, None).await;

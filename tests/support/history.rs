@@ -395,6 +395,20 @@ pub struct Bounds {
     pub hang_up: Duration,
 }
 
+impl Bounds {
+    /// The defaults, with `TETHER_HISTORY_SLACK_MS` for a machine slower than the
+    /// two shared cores these were measured on.
+    pub fn from_env() -> Bounds {
+        let mut bounds = Bounds::default();
+        if let Some(millis) =
+            std::env::var("TETHER_HISTORY_SLACK_MS").ok().and_then(|v| v.trim().parse().ok())
+        {
+            bounds.slack = Duration::from_millis(millis);
+        }
+        bounds
+    }
+}
+
 impl Default for Bounds {
     fn default() -> Bounds {
         Bounds {
