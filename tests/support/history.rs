@@ -433,6 +433,7 @@ pub enum Rule {
     RefusedWithoutRevocation,
     WrongCloseCode,
     NotReadyWhileConnected,
+    InvalidTokenForKnownSession,
     MassRevocationUnverified,
 }
 
@@ -449,6 +450,7 @@ impl Rule {
             Rule::RefusedWithoutRevocation => "refused although nothing revoked it",
             Rule::WrongCloseCode => "wrong close code",
             Rule::NotReadyWhileConnected => "not_ready from a node that could read the log",
+            Rule::InvalidTokenForKnownSession => "invalid_token for a real session's unexpired token",
             Rule::MassRevocationUnverified => "mass revocation not verified",
         }
     }
@@ -497,6 +499,12 @@ impl Rule {
                 "503 not_ready and close 1013 only from a node that was cut off (or restarted) within \
                  the last {p}s (+{s}s)"
             ),
+            Rule::InvalidTokenForKnownSession => {
+                "401 invalid_token and close 4401 are for tokens that are malformed, forged, expired or name an \
+                 unknown session; a session this run logged in is known (revoked or not), and a node that cannot \
+                 look it up answers 5xx (503 not_ready once stale), not a verdict on the token"
+                    .to_owned()
+            }
             Rule::MassRevocationUnverified => {
                 "the mass revoke-all was answered and every node was seen refusing each of its sessions"
                     .to_owned()
@@ -602,6 +610,7 @@ pub fn check(log: &Log, bounds: Bounds) -> Vec<Violation> {
     checker.bans();
     checker.refusals();
     checker.not_ready();
+    checker.invalid_tokens();
     checker.mass_revocation();
     checker.violations.sort_by_key(|v| (v.rule, v.ops.first().copied(), v.sockets.first().copied()));
     checker.violations
@@ -1259,6 +1268,40 @@ impl<'a> Checker<'a> {
         }
     }
 
+    fn invalid_tokens(&mut self) {
+        // Access tokens live 15 minutes; any token of a session is at least as young
+        // as the session, so within 14 minutes of its login every token is unexpired.
+        let young = Duration::from_secs(14 * 60);
+        let mut found = Vec::new();
+        for op in &self.log.ops {
+            let Some(session) = op.session.as_deref() else { continue };
+            let Some(info) = self.sessions.get(session) else { continue };
+            let verdict = match &op.outcome {
+                Outcome::Http { status: 401, error: Some(error), .. } if error == "invalid_token" => {
+                    "401 invalid_token".to_owned()
+                }
+                Outcome::Closed { code: 4401, reason } => format!("close 4401 {reason:?}"),
+                _ => continue,
+            };
+            if op.sent < info.issued_answered.plus(young) {
+                found.push((
+                    format!(
+                        "op#{} on {} sent {} got {verdict} for session {} (logged in {})",
+                        op.id,
+                        self.node(op.node),
+                        op.sent,
+                        short(session),
+                        info.issued_answered
+                    ),
+                    vec![op.id],
+                ));
+            }
+        }
+        for (what, ops) in found {
+            self.push(Rule::InvalidTokenForKnownSession, what, ops, Vec::new());
+        }
+    }
+
     /// The run's mass revoke-all (by the actor `mass-admin`): it must have been
     /// answered, and every node must have been seen refusing each of its sessions
     /// (a 200 past the bound is already an [`Rule::AcceptedAfterRevocation`]).
@@ -1753,6 +1796,25 @@ mod tests {
             Outcome::Http { status: 403, error: Some("banned".into()), issued: None, ban_until: Some(None) };
         b.op(0, OpKind::Login { username: "name-u1".into() }, None, 2500, 2510, banned);
         assert_eq!(rules(&b.log), vec![Rule::BanNotLifted]);
+    }
+
+    #[test]
+    fn a_real_sessions_token_is_never_called_invalid() {
+        let mut b = Build::new(1);
+        b.login(0, "s1", "u1", 0, 10);
+        b.op(0, OpKind::Logout, Some("s1"), 100, 110, http(204));
+        let revoked = Outcome::Http {
+            status: 401,
+            error: Some("session_revoked".into()),
+            issued: None,
+            ban_until: None,
+        };
+        b.op(0, OpKind::Me, Some("s1"), 200, 210, revoked);
+        assert_eq!(rules(&b.log), vec![]);
+        let invalid =
+            Outcome::Http { status: 401, error: Some("invalid_token".into()), issued: None, ban_until: None };
+        b.op(0, OpKind::Me, Some("s1"), 300, 310, invalid);
+        assert_eq!(rules(&b.log), vec![Rule::InvalidTokenForKnownSession]);
     }
 
     #[test]
