@@ -2,7 +2,11 @@
 //! talk to it with real HTTP and WebSocket clients. Every wait has a bound.
 
 pub mod browser;
+pub mod chaos;
+pub mod history;
+pub mod nodes;
 pub mod process;
+pub mod proxy;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::StatusCode;
@@ -19,6 +23,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Held by the tests that load the whole machine (the fault-injection histories,
+/// the mass revocations), so that in one test run they never overlap each other and
+/// their timing bounds stay about the server, not about the neighbours.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The bound on any single thing a test waits for.
 pub const WAIT: Duration = Duration::from_secs(5);

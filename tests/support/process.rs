@@ -91,9 +91,18 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `tether serve --log-format json <args>` and waits for its `listening` line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_with_env(args, &[])
+    }
+
+    /// As [`ServerProcess::start`], with these `TETHER_*` variables in its environment.
+    /// Settings that only a newer server knows are best passed this way: an older one
+    /// ignores an unknown variable, where it would refuse an unknown flag.
+    pub fn start_with_env(args: &[&str], env: &[(String, String)]) -> ServerProcess {
         let mut all = vec!["serve", "--log-format", "json"];
         all.extend_from_slice(args);
-        let mut child = tether(&all).spawn().expect("start tether serve");
+        let mut command = tether(&all);
+        command.envs(env.iter().map(|(name, value)| (name, value)));
+        let mut child = command.spawn().expect("start tether serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -157,6 +166,16 @@ impl ServerProcess {
         let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
         assert!(sent.success());
         self.wait(bound)
+    }
+
+    /// `kill -9`: no shutdown, no goodbye to its sockets; waits for the process to go.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn wait(&mut self, bound: Duration) -> ExitStatus {
