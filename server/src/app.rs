@@ -159,7 +159,11 @@ impl App {
             )
         });
         let shutdown = state.shutdown.clone();
-        let service = App::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        // Outside the router: a state-changing request is spawned the moment hyper hands
+        // it over, so a client that hangs up cannot cut it short (see `http::detach`).
+        let service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            SocketAddr,
+        >(http::detach::DetachWrites::new(App::router(state.clone())));
         let send_buffer = state.config.tcp_send_buffer_bytes;
         let listener = listener.tap_io(move |tcp| {
             // Game frames are small and latency-bound: never let Nagle hold them back.

@@ -232,8 +232,12 @@ async fn a_revoke_all_larger_than_the_default_batch_is_refused_by_every_other_no
 }
 
 /// 200 sessions, each with a socket; each sends its logout and resets the connection
-/// at once. A request the server has in full is carried out even if its client has
-/// gone: every token is refused and every socket closed.
+/// at once. The kernel discards what a reset connection had not yet delivered, so some
+/// logouts never reach the server at all; what must hold is that none is half done: a
+/// session the database calls revoked (as a restart shows) is refused by the running
+/// server too and its socket got 4001, and a session still live in the database kept
+/// its socket. Before the revocation ran in a task of its own, and before writes were
+/// spawned the moment hyper handed them over, most logouts stopped between the two.
 async fn hung_up_logouts_still_revoke(db: Arc<TestDb>) {
     let _alone = HEAVY.lock().await;
     nodes::prepare_database(&db.url, &[], PASSWORD).await;
@@ -254,17 +258,63 @@ async fn hung_up_logouts_still_revoke(db: Arc<TestDb>) {
     assert!(sent.iter().all(Result::is_ok), "every request was written: {sent:?}");
     let deadline = Instant::now() + BOUND;
 
-    let (still_open, codes) = unclosed(sockets, deadline).await;
-    let late = still_accepted(&http, &base, &held, deadline).await;
+    // In session order: each socket's close code, or None if it was still open at the deadline.
+    let ends: Vec<Option<u16>> = stream::iter(sockets.into_iter().map(|mut socket| async move {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, async {
+            loop {
+                match socket.stream.next().await {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                        return frame.map_or(1005, |f| u16::from(f.code));
+                    }
+                    Some(Ok(_)) => continue,
+                    _ => return 1006,
+                }
+            }
+        })
+        .await
+        .ok()
+    }))
+    .buffered(256)
+    .collect()
+    .await;
+    let refused_here = refused(&http, &base, &held).await;
+    node.kill().await;
+    node.spawn().await.expect("the node starts again on the same database");
+    let refused_after_restart = refused(&http, &node.base().expect("restarted"), &held).await;
+
+    let mut half_done = Vec::new();
+    for (index, session) in held.iter().enumerate() {
+        let (here, stored, end) = (refused_here[index], refused_after_restart[index], ends[index]);
+        let socket_agrees = if stored { end == Some(4001) } else { end.is_none() };
+        if here != stored || !socket_agrees {
+            half_done.push(format!(
+                "{}: refused by the running server {here}, after a restart {stored}, socket {end:?}",
+                &session.session_id[..8]
+            ));
+        }
+    }
+    let revoked = refused_after_restart.iter().filter(|&&refused| refused).count();
+    eprintln!("{revoked} of {} hung-up logouts reached the server and were carried out", held.len());
+    assert!(revoked > 0, "no logout reached the server: the test proves nothing");
     assert!(
-        still_open == 0 && late.is_empty() && codes.iter().all(|&code| code == 4001),
-        "{} logouts whose clients hung up after sending: {still_open} sockets still open after {BOUND:?}, \
-         {} tokens still accepted after it (e.g. {:?}), close codes other than 4001: {:?}",
+        half_done.is_empty(),
+        "{} of {} hung-up logouts were half done:\n{}",
+        half_done.len(),
         held.len(),
-        late.len(),
-        &late[..late.len().min(8)],
-        codes.iter().filter(|&&code| code != 4001).collect::<Vec<_>>()
+        half_done.join("\n")
     );
+}
+
+/// For each session, in order: is its access token refused (401) on this node?
+async fn refused(http: &reqwest::Client, base: &str, held: &[Held]) -> Vec<bool> {
+    stream::iter(held.iter().map(|session| async move {
+        let answer = http.get(format!("{base}/api/me")).bearer_auth(&session.access_token).send().await;
+        answer.expect("the node answers").status() == 401
+    }))
+    .buffered(32)
+    .collect()
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

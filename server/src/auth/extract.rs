@@ -190,10 +190,11 @@ impl<S: TokenSource> FromRequestParts<AppState> for AuthSession<S> {
 /// One (coalesced) read of a session the registry does not know, then the usual
 /// check. The only database read a request can cause, and only once per session.
 async fn load_missing_session(state: &AppState, id: SessionId) -> Result<Arc<SessionEntry>, AuthFailure> {
-    let loaded = state.misses.load(id, || state.store.find_session(id.0)).await.unwrap_or_else(|error| {
+    // A store that cannot answer says nothing about the token: "try again", not "forged".
+    let loaded = state.misses.load(id, || state.store.find_session(id.0)).await.map_err(|error| {
         tracing::warn!(error = format!("{error:#}"), "cannot load an unknown session");
-        None
-    });
+        AuthFailure::Stale
+    })?;
     let record = loaded.ok_or(AuthFailure::Session(SessionProblem::Unknown))?;
     state.sessions.remember(&record);
     state.sessions.check(id, crate::store::now()).map_err(AuthFailure::Session)

@@ -4,6 +4,7 @@
 mod account;
 mod admin;
 mod auth;
+pub mod detach;
 mod health;
 mod metrics;
 pub mod openapi;

@@ -1,0 +1,63 @@
+//! Requests that may change state run to the end even if their client hangs up.
+//!
+//! hyper drops a request's future the moment it sees its connection reset, and it may
+//! see the reset before it first polls the future: a logout sent and then cut off
+//! would never run at all, or stop between its commit and its answer. So every
+//! request but `GET`, `HEAD` and `OPTIONS` is spawned as its own task the moment hyper
+//! hands it over; hyper only waits on the task's answer, and dropping that wait
+//! leaves the task running. Reads stay inline: there is nothing to finish, and the
+//! hot path (`GET /api/me`, the upgrade) pays no spawn.
+
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::{IntoResponse as _, Response};
+use futures_util::future::BoxFuture;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// Wraps the whole router (outside it, so the spawn happens in `call`, not on a poll
+/// that may never come).
+#[derive(Clone)]
+pub struct DetachWrites<S> {
+    inner: S,
+}
+
+impl<S> DetachWrites<S> {
+    pub fn new(inner: S) -> DetachWrites<S> {
+        DetachWrites { inner }
+    }
+}
+
+impl<S> Service<Request> for DetachWrites<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let reads_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let answer = self.inner.call(request);
+        if reads_only {
+            return Box::pin(answer);
+        }
+        let task = tokio::spawn(answer);
+        Box::pin(async move {
+            match task.await {
+                Ok(answered) => answered,
+                Err(panicked) => {
+                    tracing::error!(error = %panicked, "a request's task failed");
+                    Ok(crate::error::ApiError::Internal(anyhow::anyhow!("request task failed"))
+                        .into_response())
+                }
+            }
+        })
+    }
+}
