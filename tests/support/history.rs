@@ -700,13 +700,29 @@ impl<'a> Checker<'a> {
             }
             (_, RevKind::RefreshReuse) if !op.might_have_happened() => return None,
             (Outcome::Http { status, .. }, _) if (200..300).contains(status) => Some(op.ended),
+            // The kernel discards what a reset connection had not delivered, so a hung-up
+            // call may never have reached the server. It is judged as acknowledged (due
+            // by `hang_up` after sending) only once something shows that it took effect:
+            // a refusal of a session in its scope before any other call could have
+            // revoked that session. What this catches is the half-done call: refused
+            // somewhere (a restart, another node) yet still accepted where it was sent.
             (Outcome::HungUp, _) => {
                 let by = op.sent.plus(self.bounds.hang_up);
                 let disturbed = self.blind[op.node].iter().any(|blind| {
                     let (start, end) = blind.span();
                     start < by && end > op.sent
                 });
-                if disturbed { None } else { Some(by) }
+                let in_scope: Vec<&str> = match &scope {
+                    Scope::Session(session) => vec![*session],
+                    Scope::User(user) => {
+                        self.sessions.iter().filter(|(_, info)| info.user == *user).map(|(s, _)| *s).collect()
+                    }
+                    Scope::AllBut(spared) => {
+                        self.sessions.keys().copied().filter(|s| Some(*s) != *spared).collect()
+                    }
+                };
+                let took_effect = in_scope.iter().any(|session| self.observed_revoked_after(op, session));
+                if disturbed || !took_effect { None } else { Some(by) }
             }
             _ if op.might_have_happened() => None,
             _ => return None,
@@ -745,6 +761,55 @@ impl<'a> Checker<'a> {
             }
         }
         Some(Revocation { op, kind, acked, affected, ambiguous })
+    }
+
+    /// Whether `session` was seen refused as revoked after `op` was sent and before any
+    /// other call that could revoke it was sent.
+    fn observed_revoked_after(&self, op: &Op, session: &str) -> bool {
+        let user = self.user_of_session(session);
+        let others: Vec<At> = self
+            .log
+            .ops
+            .iter()
+            .filter(|other| other.id != op.id && self.could_revoke(other, session, user))
+            .map(|other| other.sent)
+            .collect();
+        // A session some earlier call may have revoked tells nothing about this one.
+        if others.iter().any(|&sent| sent <= op.sent) {
+            return false;
+        }
+        let other = others.into_iter().min().unwrap_or(At::NEVER);
+        let refused_call = self.log.ops.iter().any(|seen| {
+            seen.session.as_deref() == Some(session)
+                && seen.sent > op.sent
+                && seen.sent < other
+                && match &seen.outcome {
+                    Outcome::Http { status: 401, error: Some(error), .. } => error == "session_revoked",
+                    Outcome::Closed { code, .. } => (4001..=4005).contains(code) && *code != 4002,
+                    _ => false,
+                }
+        });
+        let closed_socket = self.sockets.get(session).into_iter().flatten().any(|socket| match &socket.end {
+            Some((at, End::Closed { code, .. })) => {
+                *at > op.sent && *at < other && (4001..=4005).contains(code) && *code != 4002
+            }
+            _ => false,
+        });
+        refused_call || closed_socket
+    }
+
+    /// Whether `op` is a call that could revoke `session` (of `user`).
+    fn could_revoke(&self, op: &Op, session: &str, user: Option<&str>) -> bool {
+        let own = op.session.as_deref() == Some(session);
+        match &op.kind {
+            OpKind::Logout | OpKind::Refresh { .. } => own,
+            OpKind::LogoutAll => own || op.session.as_deref().and_then(|s| self.user_of_session(s)) == user,
+            OpKind::DeleteSession { target } | OpKind::RevokeSession { target } => target == session,
+            OpKind::Kick { user: target } | OpKind::Ban { user: target, .. } => Some(target.as_str()) == user,
+            OpKind::RevokeAll => !own,
+            // A login under the single-session policy would too; the history runs without it.
+            _ => false,
+        }
     }
 
     /// By when `node` must refuse a session revoked by a call `answered_on` answered

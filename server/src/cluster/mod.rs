@@ -49,7 +49,7 @@ pub struct LogFollower {
     listening: AtomicBool,
     /// Whether this node follows the log at all (it has a cluster bus).
     following: AtomicBool,
-    /// When the log was last read up to its head, in ms since `epoch`.
+    /// When the log was last read, in ms since `epoch`.
     fresh_at_ms: AtomicU64,
     epoch: Instant,
     max_staleness: Option<Duration>,
@@ -165,10 +165,7 @@ pub async fn catch_up(state: &AppState) -> bool {
     let follower = &state.log;
     let mut cursor = follower.cursor.lock().await;
     match apply_backlog(state, &mut cursor).await {
-        Ok(()) => {
-            follower.mark_fresh();
-            true
-        }
+        Ok(()) => true,
         Err(error) => {
             tracing::warn!(error = format!("{error:#}"), "cannot read the revocation log");
             false
@@ -179,6 +176,9 @@ pub async fn catch_up(state: &AppState) -> bool {
 async fn apply_backlog(state: &AppState, cursor: &mut LogCursor) -> anyhow::Result<()> {
     let follower = &state.log;
     let (head, bans_changed) = bounded(state.store.log_head_after(cursor.seq)).await?;
+    // Reading is what staleness is about: a node working through a large backlog can
+    // read the log, and refuses each page's sessions as soon as it has read them.
+    follower.mark_fresh();
     if bans_changed {
         let bans = bounded(state.store.active_bans(store::now())).await?;
         state.bans.replace(bans.into_iter().map(|ban| (ban.user_id, ban.until)));
@@ -186,13 +186,18 @@ async fn apply_backlog(state: &AppState, cursor: &mut LogCursor) -> anyhow::Resu
     if *cursor == LogCursor::after_event(head) {
         return Ok(());
     }
-    let (mut sessions, mut sockets) = (0, 0);
+    let mut sessions = 0;
+    // Each page's sockets close while the next page is read; all before this returns.
+    let mut closing = Vec::new();
     loop {
         let page = bounded(state.store.sessions_revoked_in_log(*cursor, head, follower.page_size)).await?;
+        follower.mark_fresh();
         let Some(last) = page.last() else { break };
         let plan =
             state.sessions.apply_logged(page.iter().map(|logged| (logged.revocation_seq, &logged.session)));
-        sockets += plan.execute(CLOSE_CONFIRM_BOUND).await;
+        if !plan.is_empty() {
+            closing.push(tokio::spawn(plan.execute(CLOSE_CONFIRM_BOUND)));
+        }
         sessions += page.len();
         *cursor = LogCursor { seq: last.revocation_seq, session: last.session.id };
         if (page.len() as i64) < follower.page_size {
@@ -201,6 +206,10 @@ async fn apply_backlog(state: &AppState, cursor: &mut LogCursor) -> anyhow::Resu
     }
     *cursor = LogCursor::after_event(head);
     follower.applied.store(head, Ordering::SeqCst);
+    let mut sockets = 0;
+    for plan in closing {
+        sockets += plan.await.unwrap_or(0);
+    }
     if sockets > 0 {
         tracing::info!(
             sessions,
