@@ -35,7 +35,8 @@ on_both_backends! {
 
 on_both_backends! {
     async fn the_refresh_cookie_is_secure_behind_an_https_proxy(db) {
-        let app = spawn_with(db, |_| {}).await;
+        // The proxy must be trusted: X-Forwarded-Proto from anyone else is ignored.
+        let app = spawn_with(db, |config| config.trusted_proxies = vec![tether::client_ip::parse_net("127.0.0.1").unwrap()]).await;
         let name = unique_name("p");
         app.register(&name).await;
         let response = app

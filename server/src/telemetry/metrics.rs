@@ -33,6 +33,9 @@ pub fn render(state: &AppState) -> String {
     // Must stay 0: a revoked session whose socket is still registered.
     gauge!("tether_sessions_revoked_still_connected").set(census.revoked_still_connected as f64);
     gauge!("tether_rooms").set(state.rooms.len() as f64);
+    gauge!("tether_password_hashes_running").set(state.passwords.running() as f64);
+    gauge!("tether_password_hashes_running_peak").set(state.passwords.peak() as f64);
+    gauge!("tether_password_hashes_waiting").set(state.passwords.waiting() as f64);
     exporter().render()
 }
 
@@ -70,6 +73,21 @@ fn close_code_label(code: u16) -> &'static str {
         4401 => "4401",
         _ => "other",
     }
+}
+
+/// A connection reset at accept because a cap was reached (`total` or `per_ip`).
+pub fn connection_refused(cap: &'static str) {
+    counter!("tether_connections_refused_total", "cap" => cap).increment(1);
+}
+
+/// A connection dropped for taking too long to send its header, or for idling.
+pub fn connection_timed_out(reason: &'static str) {
+    counter!("tether_connections_timed_out_total", "reason" => reason).increment(1);
+}
+
+/// A login or registration turned away because the password hash queue was full.
+pub fn hash_refused() {
+    counter!("tether_password_hashes_refused_total").increment(1);
 }
 
 /// A socket dropped because it could not take its close frame at once.
