@@ -34,6 +34,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod game;
+mod hostile;
 mod limits;
 mod persistence;
 mod refresh;
