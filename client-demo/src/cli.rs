@@ -12,7 +12,9 @@ use std::time::Duration;
     version,
     about = "Load generator for a Tether server on this machine (loopback only)",
     after_help = "Run the server with its limits off for load tests:\n  tether serve --auth-per-ip-per-minute 0 \
-                  --auth-per-username-per-minute 0 --upgrades-per-ip-per-minute 0 --ws-messages-per-second 0"
+                  --auth-per-username-per-minute 0 --upgrades-per-ip-per-minute 0 --ws-messages-per-second 0 \
+                  --registrations-per-ip-per-minute 0 --refreshes-per-ip-per-minute 0 \
+                  --max-sockets-per-session 0 --max-connections 0 --max-connections-per-ip 0"
 )]
 pub struct Cli {
     #[command(subcommand)]
