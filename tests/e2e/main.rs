@@ -37,6 +37,7 @@ mod game;
 mod hostile;
 mod limits;
 mod persistence;
+mod pg_tls;
 mod refresh;
 mod sockets;
 mod store;
