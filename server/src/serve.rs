@@ -100,6 +100,7 @@ impl ConnectionCaps {
             }
             *count += 1;
         }
+        crate::telemetry::metrics::connection_opened();
         Some(ConnectionGuard { caps: self.clone(), key })
     }
 }
@@ -119,6 +120,7 @@ impl Drop for ConnectionGuard {
             });
         }
         self.caps.open.fetch_sub(1, Ordering::AcqRel);
+        crate::telemetry::metrics::connection_closed();
     }
 }
 

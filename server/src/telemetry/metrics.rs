@@ -75,6 +75,15 @@ fn close_code_label(code: u16) -> &'static str {
     }
 }
 
+/// Connections open, upgraded sockets included (what --max-connections caps).
+pub fn connection_opened() {
+    gauge!("tether_connections_open").increment(1.0);
+}
+
+pub fn connection_closed() {
+    gauge!("tether_connections_open").decrement(1.0);
+}
+
 /// A connection reset at accept because a cap was reached (`total` or `per_ip`).
 pub fn connection_refused(cap: &'static str) {
     counter!("tether_connections_refused_total", "cap" => cap).increment(1);
