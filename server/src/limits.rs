@@ -286,4 +286,20 @@ mod tests {
         assert!(limits.login(attacker, "d").is_err());
         assert!(limits.login("10.0.0.3".parse().unwrap(), "d").is_ok());
     }
+
+    #[test]
+    fn the_optional_username_ceiling_counts_failures_from_every_address() {
+        let mut config = Config::defaults();
+        config.login_failures_per_username_per_hour = 2;
+        let limits = Limits::new(&config);
+        limits.login("10.0.0.1".parse().unwrap(), "alice").unwrap().failed();
+        limits.login("10.0.0.2".parse().unwrap(), "alice").unwrap().failed();
+        let Err(ApiError::RateLimited { retry_after_secs }) =
+            limits.login("10.0.0.3".parse().unwrap(), "alice")
+        else {
+            panic!("the ceiling holds for a third address, the owner's too")
+        };
+        assert!(retry_after_secs > 60, "a per-hour refill: {retry_after_secs}");
+        assert!(limits.login("10.0.0.3".parse().unwrap(), "bob").is_ok());
+    }
 }
