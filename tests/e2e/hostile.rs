@@ -436,3 +436,37 @@ async fn no_request_timeout_applies_to_an_upgraded_socket() {
     assert_eq!(&buf, b"HTTP/1.1 200");
     assert!(closed_within(&mut idle, Duration::from_secs(2)).await, "the idle connection stayed open");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_counts_only_toward_the_total_connection_cap() {
+    let app = spawn_with(TestDb::sqlite(), |config| {
+        config.max_connections_per_ip = 2;
+        // Seven: the readiness check's keep-alive connection holds one of them.
+        config.max_connections = 7;
+        config.trusted_proxies = vec![tether::client_ip::parse_net("127.0.0.11").unwrap()];
+    })
+    .await;
+    // Five connections from the proxy: past the per-address cap, within the total.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut tcp = tcp_from("127.0.0.11", app.addr).await;
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 12];
+        tokio::time::timeout(WAIT, tcp.read_exact(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(tcp);
+    }
+    // The last place; one more connection, from anyone, is refused.
+    let mut sixth = tcp_from("127.0.0.12", app.addr).await;
+    sixth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 12];
+    tokio::time::timeout(WAIT, sixth.read_exact(&mut buf)).await.unwrap().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.13:0".parse().unwrap()).unwrap();
+    if let Ok(mut seventh) = tokio::time::timeout(WAIT, socket.connect(app.addr)).await.expect("in time") {
+        let _ = seventh.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let mut buf = [0u8; 64];
+        let answer = tokio::time::timeout(Duration::from_secs(2), seventh.read(&mut buf)).await;
+        assert!(matches!(answer, Ok(Ok(0) | Err(_))), "past the total cap: {answer:?}");
+    }
+}
