@@ -38,7 +38,8 @@ for i in 0 1 2; do
     $tether serve --bind 127.0.0.1:${ports[$i]} --database-url "$url" --jwt-secret-file "$work/secret" \
         --node-id "node-${names[$i]}" --log-format json \
         --auth-per-ip-per-minute 0 --auth-per-username-per-minute 0 --upgrades-per-ip-per-minute 0 \
-        --ws-messages-per-second 0 >"$work/node-${names[$i]}.log" 2>&1 &
+        --ws-messages-per-second 0 \
+        --registrations-per-ip-per-minute 0 --refreshes-per-ip-per-minute 0 --max-sockets-per-session 0 --max-connections 0 --max-connections-per-ip 0 >"$work/node-${names[$i]}.log" 2>&1 &
     pids+=($!)
 done
 for port in "${ports[@]}"; do

@@ -15,7 +15,8 @@ printf '%s' bot-password | $tether user create-many --prefix bot --count "$sessi
     --database-url "sqlite://$work/tether.db" >/dev/null
 $tether serve --bind 127.0.0.1:18480 --database-url "sqlite://$work/tether.db" --log-format json \
     --auth-per-ip-per-minute 0 --auth-per-username-per-minute 0 --upgrades-per-ip-per-minute 0 \
-    --ws-messages-per-second 0 >"$work/server.log" 2>&1 &
+    --ws-messages-per-second 0 \
+    --registrations-per-ip-per-minute 0 --refreshes-per-ip-per-minute 0 --max-sockets-per-session 0 --max-connections 0 --max-connections-per-ip 0 >"$work/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 100); do curl -fs http://127.0.0.1:18480/healthz >/dev/null && break; sleep 0.1; done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }

@@ -22,7 +22,8 @@ start_server() {
         --database-url "sqlite://$work/tether.db" >/dev/null
     $tether serve --bind 127.0.0.1:$port --database-url "sqlite://$work/tether.db" --log-format json \
         --auth-per-ip-per-minute 0 --auth-per-username-per-minute 0 --upgrades-per-ip-per-minute 0 \
-        --ws-messages-per-second 0 "$@" >"$work/server.log" 2>&1 &
+        --ws-messages-per-second 0 \
+        --registrations-per-ip-per-minute 0 --refreshes-per-ip-per-minute 0 --max-sockets-per-session 0 --max-connections 0 --max-connections-per-ip 0 "$@" >"$work/server.log" 2>&1 &
     server=$!
     for _ in $(seq 1 100); do curl -fs "$target/healthz" >/dev/null && return; sleep 0.1; done
     echo "server did not start"; cat "$work/server.log"; exit 1

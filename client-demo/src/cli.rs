@@ -12,7 +12,9 @@ use std::time::Duration;
     version,
     about = "Load generator for a Tether server on this machine (loopback only)",
     after_help = "Run the server with its limits off for load tests:\n  tether serve --auth-per-ip-per-minute 0 \
-                  --auth-per-username-per-minute 0 --upgrades-per-ip-per-minute 0 --ws-messages-per-second 0"
+                  --auth-per-username-per-minute 0 --upgrades-per-ip-per-minute 0 --ws-messages-per-second 0 \
+                  --registrations-per-ip-per-minute 0 --refreshes-per-ip-per-minute 0 \
+                  --max-sockets-per-session 0 --max-connections 0 --max-connections-per-ip 0"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,6 +31,9 @@ pub enum Scenario {
     Revoke(RevokeArgs),
     /// `GET /api/me` at a fixed concurrency for a while (and `GET /healthz` to compare).
     Http(HttpArgs),
+    /// Honest logins and logouts, first alone, then beside slowloris connections, a
+    /// connection flood and a refresh flood from another address: how their latency moves.
+    Hostile(HostileArgs),
 }
 
 impl Scenario {
@@ -38,6 +43,7 @@ impl Scenario {
             Scenario::Play(args) => &args.common,
             Scenario::Revoke(args) => &args.common,
             Scenario::Http(args) => &args.common,
+            Scenario::Hostile(args) => &args.common,
         }
     }
 }
@@ -205,6 +211,31 @@ pub struct HttpArgs {
     /// Also run `GET /healthz` the same way, after `/api/me`, and print the ratio.
     #[arg(long)]
     pub compare_healthz: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct HostileArgs {
+    /// Where the attacks come from: a loopback address other than the honest clients'.
+    #[arg(long, default_value = "127.0.0.66")]
+    pub hostile_source: IpAddr,
+    /// Slowloris connections: a request header that never ends, a byte every 5 s.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=20_000))]
+    pub slowloris: u32,
+    /// Connections opened and held silent, past the per-address cap.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(0..=20_000))]
+    pub flood: u32,
+    /// Workers sending `POST /api/auth/refresh` with random tokens, back to back.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub refresh_flood: u32,
+    /// Honest clients, each logging in and out in turn (one account each).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub honest: u32,
+    /// Pause between an honest client's login/logout pairs.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    #[serde(serialize_with = "seconds")]
+    pub honest_pause: Duration,
     #[command(flatten)]
     pub common: Common,
 }

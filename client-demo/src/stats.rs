@@ -123,7 +123,8 @@ impl Hints {
             lines.push(format!(
                 "the server answered 429 rate_limited {} times: for load tests run it with \
                  --auth-per-ip-per-minute 0 --auth-per-username-per-minute 0 \
-                 --upgrades-per-ip-per-minute 0 --ws-messages-per-second 0",
+                 --upgrades-per-ip-per-minute 0 --ws-messages-per-second 0 \
+                 --registrations-per-ip-per-minute 0 --refreshes-per-ip-per-minute 0",
                 count(&self.rate_limited)
             ));
         }

@@ -15,7 +15,7 @@
 //     predicted: {x, y} | null, pendingInputs, corrections (snapshots that moved the
 //     prediction by more than half a unit), items: [{id, x, y}], lastSnapshotTick, latencyMs }
 
-import { TetherClient, TetherError, backoffMs, isTryLater } from './tether-client.js';
+import { TetherClient, TetherError, backoffMs, isTooManySockets, isTryLater } from './tether-client.js';
 
 const INTERP_DELAY_MS = 100;
 const PING_EVERY_MS = 2_000;
@@ -370,6 +370,10 @@ client.on('close', ({ code, reason, willReconnect, busy }) => {
     return;
   }
   if ((code >= 4001 && code <= 4005) || code === 4401) return; // the overlay or the form says it
+  if (isTooManySockets(code, reason)) {
+    problemLine('This login is already playing in too many tabs: close one, then use Reconnect.');
+    return;
+  }
   problemLine(`Disconnected (${what}). Use Reconnect at the top to play again.`);
 });
 

@@ -106,7 +106,9 @@
  *                                  which the client drops its tokens)
  *
  * Reconnect policy
- *   1000, 1008, 1009, or disconnect(): no reconnect ('disconnected').
+ *   1000, 1008, 1009, or disconnect(): no reconnect ('disconnected'). 1008 `too many
+ *     sockets` (isTooManySockets) means this login already has as many sockets as the
+ *     server allows (other tabs): reconnecting would only be refused again.
  *   Any other 1xxx (1001 server going away, 1006 abnormal, 1011, 1012, 1013, ...):
  *     reconnect after a full-jitter exponential backoff, random(0, min(backoffMaxMs,
  *     backoffBaseMs * 2^attempt)); a 1001 or 1013 reason that names a delay ("server
@@ -187,6 +189,11 @@ export class TetherError extends Error {
     this.body = body;
     this.retryAfterMs = retryAfterMs;
   }
+}
+
+/** A close 1008 `too many sockets`: this session has its server's most sockets open. */
+export function isTooManySockets(code, reason) {
+  return code === 1008 && reason === 'too many sockets';
 }
 
 /** The sentence for a terminal close: "You were kicked: spamming". */

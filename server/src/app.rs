@@ -14,7 +14,6 @@ use crate::store::{self, Store};
 
 use crate::{bootstrap, http, ws};
 use axum::Router;
-use axum::serve::ListenerExt as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,7 +84,11 @@ impl App {
             config.access_ttl,
             config.jwt_leeway,
         )?;
-        let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
+        let passwords = Passwords::with_queue(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.password_hash_queue,
+        )?;
         let listener = listen(config.bind)?;
         let node_id: Arc<str> = match &config.node_id {
             Some(id) => id.as_str().into(),
@@ -158,26 +161,23 @@ impl App {
                 tokio::spawn(crate::cluster::publish_presence(state.clone(), bus)),
             )
         });
+        let config = &state.config;
+        let settings = crate::serve::Settings {
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            body_timeout: config.body_timeout,
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            proxies: state.limits.proxies().clone(),
+            send_buffer_bytes: config.tcp_send_buffer_bytes,
+        };
+        let caps = crate::serve::ConnectionCaps::new(&settings);
         let shutdown = state.shutdown.clone();
-        // Outside the router: a state-changing request is spawned the moment hyper hands
-        // it over, so a client that hangs up cannot cut it short (see `http::detach`).
-        let service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-            SocketAddr,
-        >(http::detach::DetachWrites::new(App::router(state.clone())));
-        let send_buffer = state.config.tcp_send_buffer_bytes;
-        let listener = listener.tap_io(move |tcp| {
-            // Game frames are small and latency-bound: never let Nagle hold them back.
-            let _ = tcp.set_nodelay(true);
-            if let Some(bytes) = send_buffer {
-                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(bytes);
-            }
+        tokio::spawn(async move {
+            stop.await;
+            shutdown.cancel();
         });
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                stop.await;
-                shutdown.cancel();
-            })
-            .await?;
+        crate::serve::run(listener, App::router(state.clone()), settings, caps, state.shutdown.clone()).await;
         state.shutdown.cancel();
         state.socket_tasks.close();
         if tokio::time::timeout(SOCKET_DRAIN_BOUND, state.socket_tasks.wait()).await.is_err() {

@@ -119,17 +119,68 @@ pub struct Config {
     #[arg(long, env = "TETHER_WS_MAX_MESSAGE", default_value_t = 16 * 1024)]
     pub ws_max_message: usize,
 
-    /// Login and register attempts per client IP per minute (0: no limit).
+    /// Failed logins per client address per minute, whatever the username (0: no limit).
+    /// A right password is never counted. (v1 counted every login and registration.)
     #[arg(long, env = "TETHER_AUTH_PER_IP_PER_MINUTE", default_value_t = 30)]
     pub auth_per_ip_per_minute: u32,
 
-    /// Login and register attempts per username per minute (0: no limit).
-    #[arg(long, env = "TETHER_AUTH_PER_USERNAME_PER_MINUTE", default_value_t = 10)]
+    /// Failed logins per (client address, username) per minute; the right password
+    /// clears its pair (0: no limit). (v1 counted every attempt for the username from
+    /// anywhere, so an attacker could lock its owner out.)
+    #[arg(long, env = "TETHER_AUTH_PER_USERNAME_PER_MINUTE", default_value_t = 5)]
     pub auth_per_username_per_minute: u32,
 
-    /// WebSocket upgrades per client IP per minute (0: no limit; load tests want 0).
-    #[arg(long, env = "TETHER_UPGRADES_PER_IP_PER_MINUTE", default_value_t = 120)]
+    /// Failed logins per username per hour from all addresses together (0: no
+    /// ceiling). While it is spent the right password is refused too: see README.
+    #[arg(long, env = "TETHER_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", default_value_t = 0)]
+    pub login_failures_per_username_per_hour: u32,
+
+    /// Registrations per client address per minute (0: no limit).
+    #[arg(long, env = "TETHER_REGISTRATIONS_PER_IP_PER_MINUTE", default_value_t = 200)]
+    pub registrations_per_ip_per_minute: u32,
+
+    /// Refresh attempts per client address per minute (0: no limit).
+    #[arg(long, env = "TETHER_REFRESHES_PER_IP_PER_MINUTE", default_value_t = 600)]
+    pub refreshes_per_ip_per_minute: u32,
+
+    /// WebSocket upgrades per client address per minute (0: no limit; load tests want 0).
+    #[arg(long, env = "TETHER_UPGRADES_PER_IP_PER_MINUTE", default_value_t = 600)]
     pub upgrades_per_ip_per_minute: u32,
+
+    /// Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: addresses or
+    /// CIDR ranges, comma-separated (default: none, every peer is the client).
+    #[arg(long, env = "TETHER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::client_ip::parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Password hashes that may wait for a core; beyond them, 503 `busy` (0: no bound).
+    #[arg(long, env = "TETHER_PASSWORD_HASH_QUEUE", default_value_t = 256)]
+    pub password_hash_queue: usize,
+
+    /// Sockets one session may have open; one more is closed 1008 (0: no limit).
+    #[arg(long, env = "TETHER_MAX_SOCKETS_PER_SESSION", default_value_t = 8)]
+    pub max_sockets_per_session: usize,
+
+    /// A connection whose request header has not fully arrived by then is dropped (0: never).
+    #[arg(long, env = "TETHER_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration_or_zero)]
+    pub header_timeout: Duration,
+
+    /// A keep-alive connection with no request in flight and no traffic for this
+    /// long is closed (0: never). Upgraded sockets have their own ping instead.
+    #[arg(long, env = "TETHER_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration_or_zero)]
+    pub idle_timeout: Duration,
+
+    /// A request body must have fully arrived within this (0: no limit).
+    #[arg(long, env = "TETHER_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration_or_zero)]
+    pub body_timeout: Duration,
+
+    /// Open connections, upgraded sockets included; one more is closed at accept (0: no cap).
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS", default_value_t = 25_000)]
+    pub max_connections: usize,
+
+    /// Open connections per peer address (IPv6: per /64), sockets included; a trusted
+    /// proxy counts only toward --max-connections (0: no cap).
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
 
     /// Messages a socket may send per second, sustained (0: no limit).
     #[arg(long, env = "TETHER_WS_MESSAGES_PER_SECOND", default_value_t = 30)]

@@ -7,7 +7,9 @@
 //!   handler -> revocation -> store -> bus -> registry -> sockets.
 //! - [`sessions`]: the in-memory session registry and the sockets it can close.
 //! - [`bans`]: the bans in force, in memory, for close codes.
-//! - [`limits`]: rate limits per IP, per username, per socket.
+//! - [`limits`]: rate limits per client address, per username, per socket;
+//!   [`client_ip`]: who the client is behind trusted proxies.
+//! - [`serve`]: the accept loop: connection caps, header and idle timeouts.
 //! - [`store`]: SQLite or PostgreSQL, one implementation over both.
 //! - [`cluster`]: several nodes on one PostgreSQL: the revocation log, followed,
 //!   and the bus that wakes the followers.
@@ -19,6 +21,7 @@ pub mod app;
 pub mod auth;
 pub mod bans;
 pub mod bootstrap;
+pub mod client_ip;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -26,6 +29,7 @@ pub mod game;
 pub mod http;
 pub mod limits;
 pub mod revocation;
+pub mod serve;
 pub mod sessions;
 pub mod store;
 pub mod telemetry;

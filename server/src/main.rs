@@ -53,7 +53,10 @@ async fn hashed_password_from_stdin() -> anyhow::Result<String> {
     let password = password.trim_end_matches(['\r', '\n']).to_owned();
     anyhow::ensure!((8..=128).contains(&password.chars().count()), "the password must have 8-128 characters");
     let defaults = Config::defaults();
-    Passwords::new(defaults.argon2_memory_kib, defaults.argon2_iterations)?.hash(password).await
+    Passwords::new(defaults.argon2_memory_kib, defaults.argon2_iterations)?
+        .hash(password)
+        .await
+        .map_err(anyhow::Error::from)
 }
 
 async fn create_many(prefix: &str, start: u32, count: u32, database_url: &str) -> anyhow::Result<()> {

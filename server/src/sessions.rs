@@ -296,15 +296,30 @@ impl SessionRegistry {
         entry: &Arc<SessionEntry>,
         now: OffsetDateTime,
     ) -> Result<(SocketGuard, oneshot::Receiver<CloseOrder>), SessionProblem> {
+        self.attach_socket_within(entry, now, 0).map(|attached| attached.expect("without a cap it attaches"))
+    }
+
+    /// [`Self::attach_socket`] unless the session already has `max` sockets (0: no
+    /// cap): then `Ok(None)`. The count is read under the same lock as the insert, so
+    /// concurrent upgrades cannot together go past it.
+    pub fn attach_socket_within(
+        &self,
+        entry: &Arc<SessionEntry>,
+        now: OffsetDateTime,
+        max: usize,
+    ) -> Result<Option<(SocketGuard, oneshot::Receiver<CloseOrder>)>, SessionProblem> {
         let (close_tx, close_rx) = oneshot::channel();
         let id = self.next_socket_id.fetch_add(1, Ordering::Relaxed);
         let mut state = entry.lock();
         if let Some(problem) = entry.problem_at(&state, now, &self.bans) {
             return Err(problem);
         }
+        if max > 0 && state.sockets.len() >= max {
+            return Ok(None);
+        }
         state.sockets.push(SocketLink { id, close: close_tx });
         drop(state);
-        Ok((SocketGuard { entry: entry.clone(), id }, close_rx))
+        Ok(Some((SocketGuard { entry: entry.clone(), id }, close_rx)))
     }
 
     /// Marks every session this node knows in `scope` revoked (unless it already was,

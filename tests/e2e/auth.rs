@@ -35,7 +35,9 @@ on_both_backends! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_refresh_cookie_is_secure_behind_an_https_proxy() {
-    let app = spawn_app().await;
+    // The proxy must be trusted: X-Forwarded-Proto from anyone else is ignored.
+    let trusted = vec![tether::client_ip::parse_net("127.0.0.1").unwrap()];
+    let app = spawn_with(TestDb::sqlite(), |config| config.trusted_proxies = trusted).await;
     let name = unique_name("p");
     app.register(&name).await;
     let response = app

@@ -139,6 +139,38 @@ pub fn test_config(db: &TestDb) -> Config {
     config
 }
 
+/// Puts every limit and timeout back to `tether serve`'s default (a test config
+/// turns the rate limits off): for the tests of what the defaults let in.
+pub fn with_default_limits(config: &mut Config) {
+    let defaults = Config::defaults();
+    config.auth_per_ip_per_minute = defaults.auth_per_ip_per_minute;
+    config.auth_per_username_per_minute = defaults.auth_per_username_per_minute;
+    config.upgrades_per_ip_per_minute = defaults.upgrades_per_ip_per_minute;
+    config.ws_messages_per_second = defaults.ws_messages_per_second;
+    assert_eq!(
+        (config.registrations_per_ip_per_minute, config.refreshes_per_ip_per_minute),
+        (defaults.registrations_per_ip_per_minute, defaults.refreshes_per_ip_per_minute),
+        "test_config leaves the other limits at their defaults"
+    );
+}
+
+/// An HTTP client whose connections come from `source` (any 127.x address reaches a
+/// server bound to 127.0.0.1 over loopback): a second client address for a test.
+pub fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(WAIT)
+        .local_address(source.parse::<std::net::IpAddr>().expect("an IP address"))
+        .build()
+        .unwrap()
+}
+
+/// A raw TCP connection to `addr` from the address `source`.
+pub async fn tcp_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
+    tokio::time::timeout(WAIT, socket.connect(addr)).await.expect("connect in time").expect("connect")
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,

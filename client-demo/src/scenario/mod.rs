@@ -2,6 +2,7 @@
 //! sockets at a rate with a bound on handshakes in flight.
 
 mod connect;
+mod hostile;
 mod http;
 mod play;
 mod revoke;
@@ -54,6 +55,7 @@ pub async fn run(cli: Cli, open_files: u64) -> anyhow::Result<()> {
             Scenario::Play(args) => play::run(&ctx, args, open_files).await,
             Scenario::Revoke(args) => revoke::run(&ctx, args, open_files).await,
             Scenario::Http(args) => http::run(&ctx, args).await,
+            Scenario::Hostile(args) => hostile::run(&ctx, args).await,
         }
     };
     let mut report = match tokio::time::timeout(common.max_time, scenario).await {

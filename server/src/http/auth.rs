@@ -5,18 +5,18 @@ use super::{ApiJson, no_content_with};
 use crate::app::AppState;
 use crate::auth::refresh::{self, COOKIE_NAME, COOKIE_PATH};
 use crate::auth::{AuthSession, BearerToRevoke};
+use crate::client_ip::Client;
 use crate::error::{ApiError, ApiResult};
 use crate::revocation::{RevokeKind, RevokeOrder, revoke};
 use crate::sessions::SessionProblem;
 use crate::store::{self, CreateUser, NewUser, RefreshOutcome, RevokeScope, SessionRecord, UserRecord};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use cookie::{Cookie, SameSite};
-use std::net::SocketAddr;
 #[allow(unused_imports)]
 use tether_shared::api::ErrorBody;
 use tether_shared::api::{
@@ -46,14 +46,15 @@ const MAX_USER_AGENT_CHARS: usize = 256;
         (status = 201, description = "created", body = RegisterResponse),
         (status = 409, description = "username taken", body = ErrorBody),
         (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 503, description = "busy: too many password hashes queued", body = ErrorBody),
     )
 )]
 async fn register(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     ApiJson(request): ApiJson<CredentialsRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
-    state.limits.auth(peer.ip(), &request.username)?;
+    state.limits.register(client.key)?;
     validate_username(&request.username)?;
     validate_password(&request.password)?;
     let hash = state.passwords.hash(request.password).await?;
@@ -88,25 +89,30 @@ async fn register(
         (status = 401, description = "wrong username or password", body = ErrorBody),
         (status = 403, description = "banned", body = ErrorBody),
         (status = 429, description = "rate limited", body = ErrorBody),
+        (status = 503, description = "busy: too many password hashes queued", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     headers: HeaderMap,
     ApiJson(request): ApiJson<CredentialsRequest>,
 ) -> ApiResult<Response> {
-    state.limits.auth(peer.ip(), &request.username)?;
+    // Only failures count: a right password from a crowded address always gets in.
+    let attempt = state.limits.login(client.key, &request.username)?;
     // Longer than any valid password: refuse without spending argon2 time on it.
     if request.password.chars().count() > MAX_PASSWORD_CHARS {
+        attempt.failed();
         return Err(ApiError::InvalidCredentials);
     }
     let user = state.store.find_user_by_name(&request.username).await?;
     let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
-    if !state.passwords.verify(request.password, stored_hash).await {
+    if !state.passwords.verify(request.password, stored_hash).await? {
+        attempt.failed();
         return Err(ApiError::InvalidCredentials);
     }
+    attempt.succeeded();
     let user = user.ok_or(ApiError::InvalidCredentials)?;
     refuse_if_banned(&state, user.id).await?;
     let user_agent = headers
@@ -119,7 +125,7 @@ async fn login(
         now,
         state.config.session_ttl,
         user_agent,
-        Some(peer.ip().to_string()),
+        Some(client.ip.to_string()),
     );
     let (refresh_token, refresh_hash) = refresh::generate();
     state.store.create_session(&session, &refresh_hash).await?;
@@ -156,10 +162,17 @@ async fn refuse_if_banned(state: &AppState, user_id: uuid::Uuid) -> ApiResult<()
         (status = 401, description = "unknown, rotated, revoked or expired", body = ErrorBody),
         (status = 403, description = "banned", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
-async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn refresh(
+    State(state): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    state.limits.refresh(client.key)?;
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -307,7 +320,8 @@ fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|cookie| cookie.value().to_owned())
 }
 
-/// TLS ends at a proxy in front of Tether; it says so in `X-Forwarded-Proto`.
+/// TLS ends at a proxy in front of Tether; it says so in `X-Forwarded-Proto` (which
+/// the accept loop removes from requests of untrusted peers).
 fn served_over_https(headers: &HeaderMap) -> bool {
     headers.get("x-forwarded-proto").is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
 }

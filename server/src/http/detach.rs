@@ -8,56 +8,31 @@
 //! leaves the task running. Reads stay inline: there is nothing to finish, and the
 //! hot path (`GET /api/me`, the upgrade) pays no spawn.
 
+use axum::Router;
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::{IntoResponse as _, Response};
 use futures_util::future::BoxFuture;
 use std::convert::Infallible;
-use std::task::{Context, Poll};
-use tower_service::Service;
+use tower_service::Service as _;
 
-/// Wraps the whole router (outside it, so the spawn happens in `call`, not on a poll
-/// that may never come).
-#[derive(Clone)]
-pub struct DetachWrites<S> {
-    inner: S,
-}
-
-impl<S> DetachWrites<S> {
-    pub fn new(inner: S) -> DetachWrites<S> {
-        DetachWrites { inner }
+/// Starts answering `request`: a read inline, on the caller's poll; anything else as a
+/// task of its own, started now (in hyper's `call`, not on a poll that may never come).
+pub fn answer(mut router: Router, request: Request) -> BoxFuture<'static, Result<Response, Infallible>> {
+    let reads_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    // A Router is always ready: `call` needs no `poll_ready` first.
+    let answer = router.call(request);
+    if reads_only {
+        return Box::pin(answer);
     }
-}
-
-impl<S> Service<Request> for DetachWrites<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let reads_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        let answer = self.inner.call(request);
-        if reads_only {
-            return Box::pin(answer);
-        }
-        let task = tokio::spawn(answer);
-        Box::pin(async move {
-            match task.await {
-                Ok(answered) => answered,
-                Err(panicked) => {
-                    tracing::error!(error = %panicked, "a request's task failed");
-                    Ok(crate::error::ApiError::Internal(anyhow::anyhow!("request task failed"))
-                        .into_response())
-                }
+    let task = tokio::spawn(answer);
+    Box::pin(async move {
+        match task.await {
+            Ok(answered) => answered,
+            Err(panicked) => {
+                tracing::error!(error = %panicked, "a request's task failed");
+                Ok(crate::error::ApiError::Internal(anyhow::anyhow!("request task failed")).into_response())
             }
-        })
-    }
+        }
+    })
 }

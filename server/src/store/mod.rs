@@ -368,6 +368,12 @@ impl Store {
         new_hash: &[u8],
         now: OffsetDateTime,
     ) -> anyhow::Result<RefreshOutcome> {
+        // A read first, outside any transaction: a token that names nothing (a flood
+        // of random ones) never takes SQLite's write lock from the honest writers.
+        let known: Option<(Uuid,)> = on_pool!(self, pool => sqlx::query_as(REFRESH_TOKEN_SESSION).bind(old_hash).fetch_optional(pool).await?);
+        if known.is_none() {
+            return Ok(RefreshOutcome::Unknown);
+        }
         let rotated: Option<SessionRecord> = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let claimed: Option<(Uuid,)> =

@@ -37,6 +37,9 @@ pub fn render(state: &AppState) -> String {
     // far behind to vouch for its sessions (should be 0 but during a database outage).
     gauge!("tether_revocation_log_applied_seq").set(state.log.applied() as f64);
     gauge!("tether_node_stale").set(if state.log.is_stale() { 1.0 } else { 0.0 });
+    gauge!("tether_password_hashes_running").set(state.passwords.running() as f64);
+    gauge!("tether_password_hashes_running_peak").set(state.passwords.peak() as f64);
+    gauge!("tether_password_hashes_waiting").set(state.passwords.waiting() as f64);
     exporter().render()
 }
 
@@ -74,6 +77,30 @@ fn close_code_label(code: u16) -> &'static str {
         4401 => "4401",
         _ => "other",
     }
+}
+
+/// Connections open, upgraded sockets included (what --max-connections caps).
+pub fn connection_opened() {
+    gauge!("tether_connections_open").increment(1.0);
+}
+
+pub fn connection_closed() {
+    gauge!("tether_connections_open").decrement(1.0);
+}
+
+/// A connection reset at accept because a cap was reached (`total` or `per_ip`).
+pub fn connection_refused(cap: &'static str) {
+    counter!("tether_connections_refused_total", "cap" => cap).increment(1);
+}
+
+/// A connection dropped for taking too long to send its header, or for idling.
+pub fn connection_timed_out(reason: &'static str) {
+    counter!("tether_connections_timed_out_total", "reason" => reason).increment(1);
+}
+
+/// A login or registration turned away because the password hash queue was full.
+pub fn hash_refused() {
+    counter!("tether_password_hashes_refused_total").increment(1);
 }
 
 /// A socket dropped because it could not take its close frame at once.

@@ -6,15 +6,15 @@ mod socket;
 
 use crate::app::AppState;
 use crate::auth::extract::{AuthFailure, AuthSession, UpgradeToken, WS_PROTOCOL};
+use crate::client_ip::Client;
 use crate::error::ApiError;
 use axum::Router;
+use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::http::header::{HOST, ORIGIN};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use std::net::SocketAddr;
 use tracing::Instrument as _;
 
 /// Read buffer per socket. Client frames are small (an input is ~50 bytes), and the
@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
 
 async fn upgrade(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     upgrade: WebSocketUpgrade,
     headers: HeaderMap,
     auth: Result<AuthSession<UpgradeToken>, AuthFailure>,
@@ -37,7 +37,7 @@ async fn upgrade(
     if !origin_allowed(&headers, &state.config.allowed_origins) {
         return ApiError::Forbidden.into_response();
     }
-    if let Err(limited) = state.limits.upgrade(peer.ip()) {
+    if let Err(limited) = state.limits.upgrade(client.key) {
         return limited.into_response();
     }
     let max_message = state.config.ws_max_message;

@@ -59,10 +59,13 @@ pub(super) async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
 }
 
 pub(super) async fn run(mut socket: WebSocket, auth: AuthSession<UpgradeToken>, state: AppState) {
-    let (_registration, mut close_order) = match state.sessions.attach_socket(&auth.session, store::now()) {
-        Ok(attached) => attached,
-        Err(problem) => return refuse(socket, problem.close_code(), &problem.close_reason()).await,
-    };
+    let cap = state.config.max_sockets_per_session;
+    let (_registration, mut close_order) =
+        match state.sessions.attach_socket_within(&auth.session, store::now(), cap) {
+            Ok(Some(attached)) => attached,
+            Ok(None) => return refuse(socket, close::POLICY, "too many sockets").await,
+            Err(problem) => return refuse(socket, problem.close_code(), &problem.close_reason()).await,
+        };
     let config = &state.config;
     let outbox = Arc::new(Outbox::new(config.ws_outbound_queue, config.ws_slow_consumer_drops));
     outbox.push_message(&ServerMessage::Welcome {
