@@ -49,6 +49,9 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Socket tasks, so that a stop can wait for them.
     pub socket_tasks: TaskTracker,
+    /// Revocations under way (each runs in a task of its own), so that a stop lets
+    /// them commit, and `/metrics` can say how many are pending.
+    pub revocations: TaskTracker,
     /// How far this node has applied the revocation log.
     pub log: SharedLog,
     /// Sessions this node is loading from the store after a registry miss.
@@ -128,6 +131,7 @@ impl App {
             keys: Arc::new(keys),
             passwords,
             socket_tasks: TaskTracker::new(),
+            revocations: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         };
         load_registry(&state).await?;
@@ -179,6 +183,11 @@ impl App {
         });
         crate::serve::run(listener, App::router(state.clone()), settings, caps, state.shutdown.clone()).await;
         state.shutdown.cancel();
+        // A revocation already refused in memory must reach the store before we go.
+        state.revocations.close();
+        if tokio::time::timeout(SOCKET_DRAIN_BOUND, state.revocations.wait()).await.is_err() {
+            tracing::error!(remaining = state.revocations.len(), "revocations still uncommitted at stop");
+        }
         state.socket_tasks.close();
         if tokio::time::timeout(SOCKET_DRAIN_BOUND, state.socket_tasks.wait()).await.is_err() {
             tracing::warn!(remaining = state.socket_tasks.len(), "sockets still open at stop");

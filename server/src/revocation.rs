@@ -177,7 +177,8 @@ impl RevokeOrder {
 pub async fn revoke(state: &AppState, order: RevokeOrder) -> anyhow::Result<RevokeResponse> {
     let state = state.clone();
     // The handler's future may be dropped (its client hung up); this task is not.
-    tokio::spawn(async move { run(&state, order).await }).await?
+    let revocations = state.revocations.clone();
+    revocations.spawn(async move { run(&state, order).await }).await?
 }
 
 async fn run(state: &AppState, order: RevokeOrder) -> anyhow::Result<RevokeResponse> {

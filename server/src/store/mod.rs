@@ -218,6 +218,9 @@ macro_rules! insert_audit {
 /// The database, SQLite or PostgreSQL; cheap to share behind an `Arc`.
 pub struct Store {
     pool: Pool,
+    /// SQLite has one writer at a time and makes the others retry with growing sleeps
+    /// (its busy handler): a burst of revocations queues here instead, in order.
+    sqlite_writer: tokio::sync::Mutex<()>,
 }
 
 /// Opens (creating when missing) and migrates the database the URL names.
@@ -246,7 +249,7 @@ pub async fn connect(database_url: &str) -> anyhow::Result<Arc<Store>> {
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
         Pool::Sqlite(pool)
     };
-    Ok(Arc::new(Store { pool }))
+    Ok(Arc::new(Store { pool, sqlite_writer: tokio::sync::Mutex::new(()) }))
 }
 
 impl Store {
@@ -259,6 +262,13 @@ impl Store {
         match &self.pool {
             Pool::Postgres(pool) => Some(pool.clone()),
             Pool::Sqlite(_) => None,
+        }
+    }
+
+    async fn sqlite_writer_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.sqlite_writer.lock().await),
+            Pool::Postgres(_) => None,
         }
     }
 
@@ -426,6 +436,7 @@ impl Store {
             RevokeScope::AllExcept(keep) => (REVOKE_ALL_SESSIONS_EXCEPT, keep, None),
         };
         let is_postgres = self.is_postgres();
+        let _one_writer = self.sqlite_writer_turn().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if is_postgres {
@@ -473,6 +484,7 @@ impl Store {
         audit: &AuditRecord,
     ) -> anyhow::Result<Option<i64>> {
         let is_postgres = self.is_postgres();
+        let _one_writer = self.sqlite_writer_turn().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if is_postgres {

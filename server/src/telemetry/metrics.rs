@@ -36,6 +36,7 @@ pub fn render(state: &AppState) -> String {
     // A cluster node: how far it has applied the revocation log, and whether it is too
     // far behind to vouch for its sessions (should be 0 but during a database outage).
     gauge!("tether_revocation_log_applied_seq").set(state.log.applied() as f64);
+    gauge!("tether_revocations_in_flight").set(state.revocations.len() as f64);
     gauge!("tether_node_stale").set(if state.log.is_stale() { 1.0 } else { 0.0 });
     gauge!("tether_password_hashes_running").set(state.passwords.running() as f64);
     gauge!("tether_password_hashes_running_peak").set(state.passwords.peak() as f64);
