@@ -33,8 +33,13 @@ async fn run_and_check(shape: Shape, db: Arc<TestDb>) {
     let violations = history::check(log, bounds);
     eprintln!("history of seed {seed:#x}: {}", history::summary(log));
 
+    // A replay of a seed may turn out differently: a failed run's file is kept apart,
+    // so that the next run of the same seed cannot overwrite the evidence.
+    let outcome = if violations.is_empty() { "passed" } else { "FAILED" };
+    let started =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
     let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("history-{}-{seed:#x}.txt", shape.name.replace(' ', "-")));
+        .join(format!("history-{}-{seed:#x}-{outcome}-{started}.txt", shape.name.replace(' ', "-")));
     let mut text = format!("seed {seed:#x}, {}; replay with {}\n", shape.name, settings.replay());
     text.push_str(&history::summary(log));
     text.push_str("\n\n");
