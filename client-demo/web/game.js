@@ -482,21 +482,11 @@ function showBootNotice(text, actions = false) {
     ui.boot.replaceChildren(line);
     return;
   }
-  const retry = document.createElement('button');
-  retry.type = 'button';
-  retry.id = 'boot-retry';
-  retry.className = 'small-button';
-  retry.textContent = 'Retry now';
-  retry.addEventListener('click', () => {
+  const retry = smallButton('boot-retry', 'Retry now', () => {
     showBootNotice('Checking for a signed-in session…');
     resumeSession();
   });
-  const login = document.createElement('button');
-  login.type = 'button';
-  login.id = 'boot-login';
-  login.className = 'small-button';
-  login.textContent = 'Log in instead';
-  login.addEventListener('click', () => {
+  const login = smallButton('boot-login', 'Log in instead', () => {
     clearTimeout(resumeTimer);
     resumeTimer = null;
     resumeWaits = 0;
@@ -509,6 +499,16 @@ function showBootNotice(text, actions = false) {
   // Keep the keyboard where it was across updates (the buttons are rebuilt).
   if (hadFocus === 'boot-login') login.focus();
   else retry.focus();
+}
+
+function smallButton(id, text, onClick) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.id = id;
+  button.className = 'small-button';
+  button.textContent = text;
+  button.addEventListener('click', onClick);
+  return button;
 }
 
 function clearBootNotice() {

@@ -60,32 +60,9 @@ async fn many_sessions(http: &reqwest::Client, bases: &[String], users: usize, p
         .await
 }
 
-/// A socket by the `Authorization` header, `welcome` read.
-async fn socket(addr: &str, token: &str) -> WsClient {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("the upgrade answers in time")
-        .expect("the upgrade succeeds");
-    let mut socket = WsClient { stream, protocol: None };
-    let welcome = socket.next_json().await;
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
-    socket
-}
-
 /// An upgrade with `token` that the server refuses: the close code it answers with.
 async fn refused_upgrade(addr: &str, token: &str) -> Closed {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("the upgrade answers in time")
-        .expect("a refused token still completes the upgrade");
-    let mut socket = WsClient { stream, protocol: None };
-    socket.next_close().await
+    upgrade_at(addr, token).await.next_close().await
 }
 
 /// Waits, for every session, until `base` answers its token with 401; returns the
@@ -169,7 +146,7 @@ async fn revoke_all_reaches_every_node(nodes: &[Node], users: usize, per_user: u
     let held = many_sessions(&http, &bases, users, per_user).await;
     let mut open = Vec::new();
     for (n, session) in held.iter().take(sockets).enumerate() {
-        open.push(socket(&addr(&nodes[1 + n % (nodes.len() - 1)]), &session.access_token).await);
+        open.push(connect_ws_at(&addr(&nodes[1 + n % (nodes.len() - 1)]), &session.access_token).await);
     }
     let admin = login(&http, &bases[0], "radmin").await;
     let answer = http
@@ -247,7 +224,7 @@ async fn hung_up_logouts_still_revoke(db: Arc<TestDb>) {
     let held = many_sessions(&http, std::slice::from_ref(&base), 20, 10).await;
     let mut sockets = Vec::new();
     for session in &held {
-        sockets.push(socket(&addr, &session.access_token).await);
+        sockets.push(connect_ws_at(&addr, &session.access_token).await);
     }
     let hang_ups = held.iter().map(|session| {
         let request = raw_request("POST", "/api/auth/logout", &addr, &session.access_token, None);
@@ -356,7 +333,7 @@ async fn two_processes_with_one_node_id_apply_each_others_revocations() {
 
     // A logout answered by A closes the socket on B and is refused there.
     let first = login(&http, &base(a), &name).await;
-    let on_b = socket(&addr(b), &first.access_token).await;
+    let on_b = connect_ws_at(&addr(b), &first.access_token).await;
     let logout = http.post(format!("{}/api/auth/logout", base(a))).bearer_auth(&first.access_token).send();
     assert_eq!(logout.await.unwrap().status(), 204);
     let deadline = Instant::now() + BOUND;
@@ -365,7 +342,7 @@ async fn two_processes_with_one_node_id_apply_each_others_revocations() {
 
     // And the other way round: an admin revoke answered by B closes the socket on A.
     let second = login(&http, &base(b), &name).await;
-    let on_a = socket(&addr(a), &second.access_token).await;
+    let on_a = connect_ws_at(&addr(a), &second.access_token).await;
     let revoke = http
         .post(format!("{}/api/admin/sessions/{}/revoke", base(b), second.session_id))
         .bearer_auth(&admin.access_token)

@@ -390,16 +390,22 @@ impl TestApp {
 /// A socket to the server at `addr` (a `tether serve` process, say), authenticated by
 /// the `Authorization` header; `welcome` already read.
 pub async fn connect_ws_at(addr: &str, token: &str) -> WsClient {
+    let mut socket = upgrade_at(addr, token).await;
+    let welcome = socket.next_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    socket
+}
+
+/// A completed upgrade at `addr` with `token` in the `Authorization` header, nothing
+/// read yet: a refused token still completes it, and closes with its code.
+pub async fn upgrade_at(addr: &str, token: &str) -> WsClient {
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
     request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
     let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
         .await
         .expect("the upgrade answers in time")
-        .expect("the upgrade succeeds");
-    let mut socket = WsClient { stream, protocol: None };
-    let welcome = socket.next_json().await;
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
-    socket
+        .expect("the upgrade completes");
+    WsClient { stream, protocol: None }
 }
 
 /// Polls `/readyz` until it answers 200, within [`WAIT`].
