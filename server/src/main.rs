@@ -4,6 +4,9 @@ use clap::Parser as _;
 
 /// Thousands of long-lived sockets, each set up by short-lived allocations (the
 /// handshake, the token): glibc's per-thread arenas keep the holes, mimalloc does not.
+/// The `system-allocator` feature is for heap profilers (valgrind's DHAT, heaptrack),
+/// which see only malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::Read as _;

@@ -260,8 +260,10 @@ mod tests {
     }
 
     async fn next(queued: &mut Arc<Outbox>) -> serde_json::Value {
-        let frame = tokio::time::timeout(Duration::from_secs(2), queued.next()).await.unwrap();
-        serde_json::from_str(frame.as_str()).unwrap()
+        match tokio::time::timeout(Duration::from_secs(2), queued.next()).await.unwrap() {
+            crate::ws::outbox::Outgoing::Frame(frame) => serde_json::from_str(frame.as_str()).unwrap(),
+            crate::ws::outbox::Outgoing::TooSlow => panic!("a member was found slow"),
+        }
     }
 
     fn settings(capacity: u32) -> RoomSettings {

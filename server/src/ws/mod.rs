@@ -15,13 +15,14 @@ use axum::http::HeaderMap;
 use axum::http::header::{HOST, ORIGIN};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::FutureExt as _;
 use tracing::Instrument as _;
 
 /// Read buffer per socket. Client frames are small (an input is ~50 bytes), and the
 /// buffer is zero-filled on first read, so every byte of it is resident for the life
 /// of an idle socket; tungstenite's default (128 KiB) would dwarf everything else. A
 /// larger message still arrives: the buffer grows for it.
-const READ_BUFFER_BYTES: usize = 1024;
+const READ_BUFFER_BYTES: usize = 256;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -52,14 +53,14 @@ async fn upgrade(
     match auth {
         Ok(auth) => {
             let request_id = headers.get("x-request-id").and_then(|id| id.to_str().ok()).unwrap_or_default();
-            let span = tracing::info_span!("socket", sid = %auth.claims.sid, request_id = %request_id);
-            upgrade.on_upgrade(move |ws| {
-                async move {
-                    socket::run(ws, auth, state).await;
-                    drop(task);
-                }
-                .instrument(span)
-            })
+            // At debug level, where the socket's own events are: a span costs each
+            // socket a few hundred bytes for as long as it is open. No parent, so the
+            // upgrade request's span ends with the request.
+            let span = tracing::debug_span!(parent: None, "socket", sid = %auth.claims.sid, request_id = %request_id);
+            let start = Box::new(socket::Start { auth, state, task });
+            // Boxed: the upgrade's task then holds a pointer to the socket's state
+            // instead of a second copy of everything it was started with.
+            upgrade.on_upgrade(move |ws| socket::run(ws, start).instrument(span).boxed())
         }
         // A browser cannot read the status of a failed upgrade, so the reason is
         // given as a close code right after the handshake; nothing it sends is read.

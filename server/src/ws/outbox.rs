@@ -13,6 +13,14 @@ use std::sync::{Mutex, MutexGuard};
 use tether_shared::ws::ServerMessage;
 use tokio::sync::Notify;
 
+/// What the socket's task is to do next.
+#[derive(Debug)]
+pub enum Outgoing {
+    Frame(Utf8Bytes),
+    /// The consumer stayed too slow: close it.
+    TooSlow,
+}
+
 pub struct Outbox {
     frames: Mutex<VecDeque<Utf8Bytes>>,
     capacity: usize,
@@ -66,16 +74,34 @@ impl Outbox {
         self.push(frame(message))
     }
 
-    /// The next queued frame, waiting for one. Cancel-safe: a frame stays queued
-    /// until it is returned.
-    pub async fn next(&self) -> Utf8Bytes {
+    /// The next queued frame, or word that the consumer has stayed too slow, waiting
+    /// for either. Cancel-safe: a frame stays queued until it is returned.
+    ///
+    /// One future for both, so that the socket's task has a single waiter on `wake`:
+    /// with two, `notify_one` could wake the one with nothing to do and leave the
+    /// frame queued until the next push (the frames then went out in pairs).
+    pub async fn next(&self) -> Outgoing {
         loop {
-            if let Some(frame) = self.frames().pop_front() {
-                return frame;
+            if self.slow.load(Ordering::Acquire) {
+                return Outgoing::TooSlow;
+            }
+            if let Some(frame) = self.pop() {
+                return Outgoing::Frame(frame);
             }
             // A notification sent before this wait is kept as a permit, so none is lost.
             self.wake.notified().await;
         }
+    }
+
+    fn pop(&self) -> Option<Utf8Bytes> {
+        let mut frames = self.frames();
+        let frame = frames.pop_front()?;
+        if frames.is_empty() && frames.capacity() > 0 {
+            // Most sockets are idle most of the time: an empty queue holds no memory
+            // (refilling it is one allocation, next to a syscall).
+            *frames = VecDeque::new();
+        }
+        Some(frame)
     }
 
     /// Completes once the consumer has stayed too slow.
@@ -104,14 +130,31 @@ mod tests {
             assert!(!outbox.push("dropped".into()));
         }
         assert!(!outbox.slow.load(Ordering::Acquire), "within the allowance");
-        assert_eq!(outbox.next().await.as_str(), "a");
+        assert_eq!(frame_of(outbox.next().await), "a");
         assert!(outbox.push("c".into()), "a frame that fits resets the count");
         for _ in 0..4 {
             outbox.push("dropped".into());
         }
         assert!(outbox.too_slow().now_or_never().is_some());
-        assert_eq!(outbox.next().await.as_str(), "b");
-        assert_eq!(outbox.next().await.as_str(), "c");
-        assert!(outbox.next().now_or_never().is_none(), "empty: waits");
+        assert!(matches!(outbox.next().await, Outgoing::TooSlow), "slow comes before what is queued");
+    }
+
+    fn frame_of(outgoing: Outgoing) -> String {
+        match outgoing {
+            Outgoing::Frame(frame) => frame.as_str().to_owned(),
+            Outgoing::TooSlow => panic!("not slow"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_pushed_while_the_socket_waits_is_taken_without_another_push() {
+        let outbox = Outbox::new(8, 8);
+        let mut next = std::pin::pin!(outbox.next());
+        assert!(futures_util::poll!(next.as_mut()).is_pending(), "empty: waits");
+        outbox.push("tick 1".into());
+        match futures_util::poll!(next.as_mut()) {
+            std::task::Poll::Ready(outgoing) => assert_eq!(frame_of(outgoing), "tick 1"),
+            std::task::Poll::Pending => panic!("the frame waited for another push"),
+        }
     }
 }
