@@ -31,9 +31,22 @@ const LIMITER_TIDY_EVERY: Duration = Duration::from_secs(60);
 /// How long a stop waits for sockets to send their 1001 and finish writing.
 const SOCKET_DRAIN_BOUND: Duration = Duration::from_secs(8);
 
-/// Handles to everything a handler may need; cheap to clone.
+/// Handles to everything a handler may need. One `Arc`: axum clones the state for
+/// every request (and every socket keeps one), and cloning twenty handles meant twenty
+/// atomic increments and a lock (the shutdown token's) shared by every core.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub config: Arc<Config>,
     /// Names this process to operators and, in a cluster, to the other nodes.
     pub node_id: Arc<str>,
@@ -117,7 +130,7 @@ impl App {
         });
         let bans = BanList::default();
         bans.replace(store.active_bans(store::now()).await?.into_iter().map(|ban| (ban.user_id, ban.until)));
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             node_id,
             config: Arc::new(config),
             store,
@@ -133,7 +146,7 @@ impl App {
             socket_tasks: TaskTracker::new(),
             revocations: TaskTracker::new(),
             shutdown: CancellationToken::new(),
-        };
+        }));
         load_registry(&state).await?;
         bootstrap::first_admin(&state).await?;
         Ok(App { listener, state })
