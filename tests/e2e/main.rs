@@ -29,6 +29,7 @@ macro_rules! on_both_backends {
 
 mod account;
 mod admin;
+mod artillery;
 mod auth;
 mod browser;
 mod cli;
