@@ -252,6 +252,7 @@ bench_main() {
     rounds=${ROUNDS:-3}
     figs_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-figures.XXXXXX")
     local new_label=${LABEL:-new} base_label=${BASE_LABEL:-base} round runs=()
+    [ -z "$base_bin" ] || [ "$new_label" != "$base_label" ] || die "LABEL and BASE_LABEL are both $new_label"
     for round in $(seq 1 "$rounds"); do
         [ -n "$base_bin" ] && runs+=("$base_label:$base_bin:$round")
         runs+=("$new_label:$tether:$round")
@@ -274,21 +275,23 @@ bench_main() {
 }
 
 bench_summary() {
-    local new_label=$1 base_label=$2 key values med bvalues bmed line
+    local new_label=$1 base_label=$2 key values med bvalues bmed line unit
     echo "=== $bench_name: summary ($(date -u +%FT%TZ))"
     for key in "${fig_keys[@]}"; do
         mapfile -t values < <(values_of "$new_label" "$key")
         [ "${#values[@]}" -gt 0 ] || { echo "${fig_desc[$key]}: no value"; continue; }
         med=$(median "${values[@]}")
-        line="${fig_desc[$key]}: $(fmt "$med") ${fig_unit[$key]} (median of ${#values[@]}: ${values[*]})"
+        unit=${fig_unit[$key]:+ ${fig_unit[$key]}}
+        line="${fig_desc[$key]}: $(fmt "$med")$unit (median of ${#values[@]}: ${values[*]})"
         if [ -n "${fig_op[$key]}" ]; then
-            line+=" target ${fig_op[$key]} ${fig_target[$key]} ${fig_unit[$key]}: $(verdict "$med" "${fig_op[$key]}" "${fig_target[$key]}")"
+            line+=" target ${fig_op[$key]} ${fig_target[$key]}$unit: $(verdict "$med" "${fig_op[$key]}" "${fig_target[$key]}")"
         fi
         echo "$line"
+        [ -n "$base_bin" ] || continue
         mapfile -t bvalues < <(values_of "$base_label" "$key")
         if [ "${#bvalues[@]}" -gt 0 ]; then
             bmed=$(median "${bvalues[@]}")
-            echo "  $base_label: $(fmt "$bmed") ${fig_unit[$key]} (median of ${#bvalues[@]}: ${bvalues[*]}), ratio $new_label/$base_label $(awk -v n="$med" -v b="$bmed" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", n / b }')"
+            echo "  $base_label: $(fmt "$bmed")$unit (median of ${#bvalues[@]}: ${bvalues[*]}), ratio $new_label/$base_label $(awk -v n="$med" -v b="$bmed" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", n / b }')"
         fi
     done
 }
