@@ -3,47 +3,24 @@
 # Usage: bench/run-loads.sh [scenario...]   (default: all; outputs in bench/results/)
 # Scenarios: http upgrades revoke-one revoke-all revoke-1000 revoke-100-one-session pings play play-small-rooms play-1000
 # TETHER_BIN=path runs another build of the server (e.g. an older commit's, for a
-# before/after in one sitting); RESULTS=dir writes its outputs elsewhere.
+# before/after in one sitting), LOADGEN_BIN another load generator (with both given,
+# nothing is built); RESULTS=dir writes its outputs elsewhere. Helpers: bench/lib.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p tether -p tether-loadgen
-tether=${TETHER_BIN:-$PWD/target/release/tether}
-loadgen=$PWD/target/release/loadgen
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_bins # TETHER_BIN / LOADGEN_BIN, else target/release/* built first
 results=${RESULTS:-bench/results}
 mkdir -p "$results"
-port=18490
-target=http://127.0.0.1:$port
-server=""
-work=""
-
-start_server() {
-    work=$(mktemp -d)
-    printf '%s' bot-password | $tether user create-many --prefix bot --count 400 --password-stdin \
-        --database-url "sqlite://$work/tether.db" >/dev/null
-    $tether serve --bind 127.0.0.1:$port --database-url "sqlite://$work/tether.db" --log-format json \
-        --auth-per-ip-per-minute 0 --auth-per-username-per-minute 0 --upgrades-per-ip-per-minute 0 \
-        --ws-messages-per-second 0 \
-        --registrations-per-ip-per-minute 0 --refreshes-per-ip-per-minute 0 --max-sockets-per-session 0 --max-connections 0 --max-connections-per-ip 0 "$@" >"$work/server.log" 2>&1 &
-    server=$!
-    for _ in $(seq 1 100); do curl -fs "$target/healthz" >/dev/null && return; sleep 0.1; done
-    echo "server did not start"; cat "$work/server.log"; exit 1
-}
-
-stop_server() {
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap stop_server EXIT
 
 run() {
     local name=$1; shift
     echo "=== $name: loadgen $*" | tee "$results/$name.txt"
-    $loadgen "$@" --target "$target" --json "$results/$name.json" 2>&1 | tee -a "$results/$name.txt"
+    $loadgen "$@" --target "$server_url" --json "$results/$name.json" 2>&1 | tee -a "$results/$name.txt"
 }
 
 tick_histogram() {
-    curl -fs "$target/metrics" | grep -E '^tether_tick_duration_seconds_(bucket|count|sum)' >>"$results/$1.txt" || true
+    curl -fs "$server_url/metrics" | grep -E '^tether_tick_duration_seconds_(bucket|count|sum)' >>"$results/$1.txt" || true
 }
 
 scenarios=${*:-"http upgrades revoke-one revoke-all pings play"}
@@ -60,33 +37,30 @@ for scenario in $scenarios; do
         revoke-one)
             # One session at a time, one socket each, while 10,000 other sockets are open.
             start_server
-            $loadgen connect --target "$target" --sockets 10000 --sessions 100 --users 100 --hold 60s \
-                >"$work/background.txt" 2>&1 &
+            $loadgen connect --target "$server_url" --sockets 10000 --sessions 100 --users 100 --hold 60s \
+                >"$server_work/background.txt" 2>&1 &
             background=$!
-            for _ in $(seq 1 120); do
-                open=$(curl -fs "$target/metrics" | awk '/^tether_sockets_open / {print $2}')
-                [ "${open%.*}" -ge 10000 ] && break
-                sleep 0.5
-            done
+            bench_children+=("$background")
+            wait_metric tether_sockets_open ge 10000 60 || true
             run revoke-one revoke --sockets 300 --sessions 300 --users-prefix bot --users 300 --rate 50 \
-                --admin-password-file "$work/tether.db.admin-password"
-            kill "$background" 2>/dev/null || true
+                --admin-password-file "$admin_password_file"
+            stop_pid "$background"
             stop_server ;;
         revoke-all)
             start_server
             run revoke-all revoke --sockets 10000 --sessions 100 --all \
-                --admin-password-file "$work/tether.db.admin-password"
+                --admin-password-file "$admin_password_file"
             stop_server ;;
         revoke-100-one-session)
             # Issue 2's figure: one session with 100 open sockets, revoked by an admin.
             start_server
             run revoke-100-one-session revoke --sockets 100 --sessions 1 --rate 1 \
-                --admin-password-file "$work/tether.db.admin-password"
+                --admin-password-file "$admin_password_file"
             stop_server ;;
         revoke-1000)
             start_server
             run revoke-1000 revoke --sockets 1000 --sessions 100 --all \
-                --admin-password-file "$work/tether.db.admin-password"
+                --admin-password-file "$admin_password_file"
             stop_server ;;
         pings)
             start_server
