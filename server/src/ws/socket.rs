@@ -79,8 +79,8 @@ struct Admitted {
 
 /// Registers the socket with its session and queues its welcome; or the close code
 /// and reason it is refused with.
-fn admit(start: Box<Start>) -> Result<Admitted, (u16, String)> {
-    let Start { auth, state, task } = *start;
+fn admit(start: Start) -> Result<Admitted, (u16, String)> {
+    let Start { auth, state, task } = start;
     let config = &state.config;
     let (registration, close_order) = match state.sessions.attach_socket_within(
         &auth.session,
@@ -110,14 +110,15 @@ fn admit(start: Box<Start>) -> Result<Admitted, (u16, String)> {
 
 /// The socket's task. Not an `async fn`, whose arguments would each be stored twice in
 /// the future (as passed and as bound): thousands of idle sockets hold this state.
+#[expect(clippy::manual_async_fn, reason = "an async fn would store the socket twice")]
 pub(super) fn run(mut socket: WebSocket, start: Box<Start>) -> impl Future<Output = ()> + Send {
     async move {
         // Sync, so that the claims and the start's box are gone before the first await.
-        let Admitted { state, _task, _registration, mut close_order, outbox, mut player } = match admit(start)
-        {
-            Ok(admitted) => admitted,
-            Err((code, reason)) => return Box::pin(refuse(socket, code, &reason)).await,
-        };
+        let Admitted { state, _task, _registration, mut close_order, outbox, mut player } =
+            match admit(*start) {
+                Ok(admitted) => admitted,
+                Err((code, reason)) => return Box::pin(refuse(socket, code, &reason)).await,
+            };
         let config = &state.config;
         let mut allowance = (config.ws_messages_per_second > 0)
             .then(|| TokenBucket::new(config.ws_message_burst.max(1), config.ws_messages_per_second as f32));
