@@ -190,8 +190,21 @@ impl<S: TokenSource> FromRequestParts<AppState> for AuthSession<S> {
 /// One (coalesced) read of a session the registry does not know, then the usual
 /// check. The only database read a request can cause, and only once per session.
 async fn load_missing_session(state: &AppState, id: SessionId) -> Result<Arc<SessionEntry>, AuthFailure> {
+    // A node that cannot vouch must not start to by waiting: a database that hangs
+    // (rather than refuses) would hold the request until it came back, and the node
+    // would then accept, long after it should have said 503.
+    if state.log.is_stale() {
+        return Err(AuthFailure::Stale);
+    }
+    let load = state.misses.load(id, || state.store.find_session(id.0));
+    let loaded = match state.log.stale_at() {
+        Some(deadline) => {
+            tokio::time::timeout_at(deadline.into(), load).await.map_err(|_| AuthFailure::Stale)?
+        }
+        None => load.await,
+    };
     // A store that cannot answer says nothing about the token: "try again", not "forged".
-    let loaded = state.misses.load(id, || state.store.find_session(id.0)).await.map_err(|error| {
+    let loaded = loaded.map_err(|error| {
         tracing::warn!(error = format!("{error:#}"), "cannot load an unknown session");
         AuthFailure::Stale
     })?;

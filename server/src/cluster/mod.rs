@@ -87,6 +87,15 @@ impl LogFollower {
         self.epoch.elapsed().saturating_sub(fresh_at) > max_staleness
     }
 
+    /// When this node turns stale unless it reads the log first (None: never).
+    pub fn stale_at(&self) -> Option<Instant> {
+        let max_staleness = self.max_staleness?;
+        if !self.following.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.epoch + Duration::from_millis(self.fresh_at_ms.load(Ordering::Relaxed)) + max_staleness)
+    }
+
     /// False while this node follows the log but is stale or not listening.
     pub fn ready(&self) -> bool {
         !self.following.load(Ordering::SeqCst) || (self.listening.load(Ordering::SeqCst) && !self.is_stale())
