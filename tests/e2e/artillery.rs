@@ -4,7 +4,6 @@
 
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use tether_e2e::*;
 
@@ -49,19 +48,10 @@ async fn an_artillery_smoke_run_logs_every_player_in_plays_and_gets_a_pong_for_e
         .arg("--output")
         .arg(&report)
         .arg("scenario.yml")
-        .env("ARTILLERY_DISABLE_TELEMETRY", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = command.spawn().expect("start artillery");
-    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("artillery finishes within 120 s")
-        .expect("wait for artillery");
-    let printed =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "artillery failed:\n{printed}");
+        .env("ARTILLERY_DISABLE_TELEMETRY", "true");
+    let (succeeded, printed) =
+        tether_e2e::process::run_bounded(command, "artillery", Duration::from_secs(120)).await;
+    assert!(succeeded, "artillery failed:\n{printed}");
 
     let report: Value = serde_json::from_slice(&std::fs::read(&report).expect("the --output report"))
         .expect("the report is JSON");

@@ -3,7 +3,6 @@
 //! exits 0 on success and explains itself on failure.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 fn browser_dir() -> PathBuf {
@@ -32,20 +31,6 @@ pub fn browser_available(test: &str) -> bool {
 /// Runs `node tests/browser/<script> <args>` and returns (success, stdout + stderr).
 pub async fn run_driver(script: &str, args: &[&str]) -> (bool, String) {
     let mut command = tokio::process::Command::new("node");
-    command
-        .arg(browser_dir().join(script))
-        .args(args)
-        .env("CHROMIUM_PATH", chromium_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = command.spawn().expect("start node");
-    let output = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within 90 s"))
-        .expect("wait for node");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
+    command.arg(browser_dir().join(script)).args(args).env("CHROMIUM_PATH", chromium_path());
+    crate::process::run_bounded(command, script, Duration::from_secs(90)).await
 }

@@ -196,3 +196,21 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs a tool to completion with no input, killed if it outlasts `bound`; returns
+/// whether it succeeded and everything it printed (stdout, then stderr).
+pub async fn run_bounded(
+    mut command: tokio::process::Command,
+    what: &str,
+    bound: Duration,
+) -> (bool, String) {
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let child = command.spawn().unwrap_or_else(|error| panic!("start {what}: {error}"));
+    let output = tokio::time::timeout(bound, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {bound:?}"))
+        .unwrap_or_else(|error| panic!("wait for {what}: {error}"));
+    let printed =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), printed)
+}
