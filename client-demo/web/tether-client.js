@@ -61,14 +61,20 @@
  *                  (refreshing first if the access token is about to expire) and keeps
  *                  it open per the reconnect policy below
  *   disconnect()   closes with 1000, no reconnect
- *   send(object)   sends one JSON text frame; false when the socket is not open
- *   ping(t?), join(room?), leave(), input(seq, dx, dy), chat(text): message helpers
+ *   send(object)   sends one JSON text frame (any message, e.g. {type: 'ack', tick});
+ *                  false when the socket is not open
+ *   ping(t?), join(room?, extra?), leave(), input(seq, dx, dy, extra?), chat(text):
+ *                  message helpers; `extra` adds fields to the message (those the helper
+ *                  sets itself win), e.g. join('lobby', { encoding: 'binary' }) or
+ *                  input(7, 1, 0, { ack: 41 })
  *
  * Events: on(type, fn) returns an unsubscribe function; fn receives the detail.
  * (The client is also an EventTarget: addEventListener(type, e => e.detail).)
  *   'welcome' 'pong' 'joined' 'left' 'presence' 'snapshot' 'chat' 'error'
  *                  one per server message of that `type`; detail = the parsed message
  *   'message'      every server message
+ *   'binary'       ArrayBuffer  a binary frame from the server, as received (the client
+ *                  does not read it: what it means is the game's business)
  *   'latency'      { rttMs }  round trip of a keepalive ping
  *   'state'        { state, attempt, delayMs, busy, code?, reason? }  connection state
  *                  changed (delayMs: when 'reconnecting'; code, reason: the close behind
@@ -695,14 +701,14 @@ export class TetherClient extends EventTarget {
   ping(t = Math.round(performance.now() * 1000) / 1000) {
     return this.send({ type: 'ping', t });
   }
-  join(room) {
-    return this.send(room ? { type: 'join', room } : { type: 'join' });
+  join(room, extra) {
+    return this.send(withExtra(room ? { type: 'join', room } : { type: 'join' }, extra));
   }
   leave() {
     return this.send({ type: 'leave' });
   }
-  input(seq, dx, dy) {
-    return this.send({ type: 'input', seq, dx, dy });
+  input(seq, dx, dy, extra) {
+    return this.send(withExtra({ type: 'input', seq, dx, dy }, extra));
   }
   chat(text) {
     return this.send({ type: 'chat', text });
@@ -750,11 +756,18 @@ export class TetherClient extends EventTarget {
       return;
     }
     this.#ws = ws;
+    ws.binaryType = 'arraybuffer'; // a Blob would need an async read per frame
     this.#socketTimer = setTimeout(() => {
       if (ws === this.#ws && !this.#connected) this.#abandon(`no welcome within ${this.#welcomeTimeoutMs} ms`);
     }, this.#welcomeTimeoutMs);
     ws.onmessage = (event) => {
-      if (ws !== this.#ws || typeof event.data !== 'string') return;
+      if (ws !== this.#ws) return;
+      if (typeof event.data !== 'string') {
+        if (!(event.data instanceof ArrayBuffer)) return;
+        this.#lastReceivedAt = Date.now();
+        this.#emit('binary', event.data);
+        return;
+      }
       this.#lastReceivedAt = Date.now();
       let message;
       try {
@@ -878,6 +891,14 @@ export class TetherClient extends EventTarget {
     this.#reconnectTimer = null;
     this.#open();
   }
+}
+
+/** `base` plus the fields of `extra` it does not set itself. */
+function withExtra(base, extra) {
+  if (!extra) return base;
+  const message = { ...base };
+  for (const [key, value] of Object.entries(extra)) if (!(key in base)) message[key] = value;
+  return message;
 }
 
 /**

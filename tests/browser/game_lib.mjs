@@ -74,19 +74,24 @@ export function summarize(debug) {
   const players = Object.entries(debug.players ?? {})
     .map(([id, p]) => `${id}:${p.name ?? '?'}@${Number(p.x).toFixed(1)},${Number(p.y).toFixed(1)}`)
     .join(' ');
+  const intervals = debug.snapshotIntervalMs
+    ? ` intervals(ms) p50=${debug.snapshotIntervalMs.p50} p90=${debug.snapshotIntervalMs.p90} n=${debug.snapshotIntervalMs.count}`
+    : '';
   return (
     `state=${debug.state} connected=${debug.connected} user=${debug.user} session=${debug.sessionId} ` +
-    `room=${debug.room} you=${debug.you} tick=${debug.lastSnapshotTick} players=[${players}]`
+    `room=${debug.room} you=${debug.you} tick=${debug.lastSnapshotTick} players=[${players}] ` +
+    `encoding=${debug.encoding} binaryFrames=${debug.binaryFrames} frameErrors=${debug.frameErrors}` +
+    `${debug.lastFrameError ? ` (${debug.lastFrameError})` : ''} missingBaselines=${debug.missingBaselines}${intervals}`
   );
 }
 
 /**
- * Opens the page and gets in through the form: "Create account" (which also logs in)
- * when `register`, else "Log in". Resolves once the game socket is connected and the
- * player is in `room`.
+ * Opens the page (`${base}/${query}`, e.g. query '?encoding=json') and gets in through
+ * the form: "Create account" (which also logs in) when `register`, else "Log in".
+ * Resolves once the game socket is connected and the player is in `room`.
  */
-export async function enterThroughForm(page, base, { username, password = PASSWORD, register = true, room = 'lobby' }) {
-  const response = await page.goto(`${base}/`, { waitUntil: 'domcontentloaded' });
+export async function enterThroughForm(page, base, { username, password = PASSWORD, register = true, room = 'lobby', query = '' }) {
+  const response = await page.goto(`${base}/${query}`, { waitUntil: 'domcontentloaded' });
   if (!response || !response.ok()) throw new Error(`GET / answered ${response?.status()}`);
   // The page first tries a silent refresh; the form shows once that is settled.
   await page.locator('#login-username').waitFor({ state: 'visible' });

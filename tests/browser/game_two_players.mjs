@@ -3,7 +3,9 @@
 //   node tests/browser/game_two_players.mjs --base http://127.0.0.1:PORT [--screenshot DIR]
 //
 // Two browser contexts (two cookie jars) each create a fresh account through the form
-// at ${base}/ and end up connected in the lobby. Player A holds a movement key; B's page
+// and end up connected in the lobby: A's page at ${base}/?encoding=json takes JSON
+// snapshots, B's at ${base}/ binary frames (game_binary.mjs tests those further), so
+// that both encodings are in one room. Player A holds a movement key; B's page
 // must see A's position change (window.tetherDebug.players). Then B holds a key and A
 // must see B move. Each key is pressed away from the nearest wall, so that a player who
 // spawned against a wall still moves. Exit 0 on success; exit 1 with the failing step,
@@ -48,9 +50,12 @@ await runScenario(
     const nameA = freshName('ann');
     const nameB = freshName('ben');
 
-    await step(`A (${nameA}) creates an account and joins the lobby`, () =>
-      enterThroughForm(pageA, base, { username: nameA }),
-    );
+    await step(`A (${nameA}) creates an account and joins the lobby, with JSON snapshots`, async () => {
+      const joined = await enterThroughForm(pageA, base, { username: nameA, query: '?encoding=json' });
+      if (joined.encoding !== 'json' || joined.binaryFrames !== 0) {
+        throw new Error(`A asked for ${joined.encoding} snapshots and got ${joined.binaryFrames} binary frames`);
+      }
+    });
     await step(`B (${nameB}) creates an account and joins the lobby`, async () => {
       ({ page: pageB, log: logB } = await newPlayerPage(browser));
       await enterThroughForm(pageB, base, { username: nameB });

@@ -74,3 +74,35 @@ async fn the_client_library_retries_a_stale_node_without_logging_the_player_out(
     assert!(ok, "node's test runner failed:\n{output}");
     assert!(output.contains("# fail 0"), "no test ran or one failed:\n{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browser_players_on_binary_frames_see_each_other_move_at_the_tick_rate() {
+    game_scenario("game_binary.mjs").await;
+}
+
+/// Runs one of the Node unit-test files in tests/browser (no browser needed).
+async fn node_unit_tests(script: &str) {
+    let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !node {
+        assert!(std::env::var_os("CI").is_none(), "CI must provide node");
+        eprintln!("skipped {script}: node is missing");
+        return;
+    }
+    let (ok, output) = run_driver(script, &[]).await;
+    assert!(ok, "node's test runner failed on {script}:\n{output}");
+    assert!(output.contains("# fail 0"), "no test ran or one failed in {script}:\n{output}");
+}
+
+/// The game page's reader of binary snapshot frames: the documented frame byte for byte,
+/// full views, refusals of broken frames and of deltas from a view it does not hold.
+#[tokio::test]
+async fn the_game_page_decodes_binary_snapshot_frames_and_refuses_broken_ones() {
+    node_unit_tests("snapshot_codec.test.mjs").await;
+}
+
+/// The client library hands binary frames over untouched and sends any extra field a
+/// game asks for (`encoding` on join, `ack` on input).
+#[tokio::test]
+async fn the_client_library_passes_binary_frames_and_extra_fields_through() {
+    node_unit_tests("tether_client_frames.test.mjs").await;
+}
