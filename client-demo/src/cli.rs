@@ -166,8 +166,19 @@ pub struct PlayArgs {
     /// ping/pong latency of many connected but idle players).
     #[arg(long)]
     pub pings_only: bool,
+    /// How snapshots come: `json` (the default, what any server speaks) or `binary`
+    /// delta frames, acknowledged on each input.
+    #[arg(long, value_enum, default_value_t = SnapshotEncoding::Json)]
+    pub encoding: SnapshotEncoding,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotEncoding {
+    Json,
+    Binary,
 }
 
 #[derive(Debug, Args, Serialize)]

@@ -42,6 +42,7 @@ pub struct Latency {
     pub count: u64,
     pub min_ms: f64,
     pub mean_ms: f64,
+    pub p10_ms: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
@@ -73,6 +74,7 @@ impl Latency {
             count: histogram.len(),
             min_ms: if histogram.is_empty() { 0.0 } else { ms(histogram.min()) },
             mean_ms: histogram.mean() / 1000.0,
+            p10_ms: at(0.1),
             p50_ms: at(0.5),
             p90_ms: at(0.9),
             p99_ms: at(0.99),
@@ -138,14 +140,15 @@ impl Report {
         }
         if !self.latencies.is_empty() {
             println!(
-                "{:<34} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}",
-                "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"
+                "{:<34} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                "latency (ms)", "count", "p10", "p50", "p90", "p99", "p99.9", "max"
             );
             for latency in &self.latencies {
                 println!(
-                    "  {:<32} {:>9} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+                    "  {:<32} {:>9} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
                     latency.name,
                     latency.count,
+                    latency.p10_ms,
                     latency.p50_ms,
                     latency.p90_ms,
                     latency.p99_ms,

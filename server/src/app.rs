@@ -115,6 +115,9 @@ impl App {
             capacity: config.room_capacity,
             tick_rate: config.tick_rate,
             max_rooms: config.max_rooms,
+            grace: config.room_grace,
+            max_rooms_per_user: config.max_rooms_per_user,
+            room_creations_per_user_per_minute: config.room_creations_per_user_per_minute,
         });
         let limits = Arc::new(Limits::new(&config));
         // Read before the registry is loaded: a revocation committed in between is
@@ -161,7 +164,8 @@ impl App {
     }
 
     pub fn router(state: AppState) -> Router {
-        http::with_layers(http::router().merge(ws::router()).with_state(state))
+        let pages = state.config.web_dir.clone();
+        http::with_layers(http::router(pages.as_deref()).merge(ws::router()).with_state(state))
     }
 
     /// Serves until `stop` completes, then closes every socket with 1001 and waits
@@ -252,7 +256,10 @@ async fn run_upkeep(state: AppState) {
                 plan.execute(crate::revocation::CLOSE_CONFIRM_BOUND).await;
             }
             _ = flush.tick() => flush_last_seen(&state).await,
-            _ = tidy.tick() => state.limits.forget_idle(),
+            _ = tidy.tick() => {
+                state.limits.forget_idle();
+                state.rooms.forget_idle();
+            }
         }
     }
 }

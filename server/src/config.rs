@@ -211,9 +211,26 @@ pub struct Config {
     #[arg(long, env = "TETHER_TICK_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=120))]
     pub tick_rate: u32,
 
-    /// Rooms this node will create at most.
+    /// Live rooms this node holds at most (0: no limit); an empty room ends after `--room-grace`.
     #[arg(long, env = "TETHER_MAX_ROOMS", default_value_t = 1000)]
     pub max_rooms: usize,
+
+    /// How long an empty room lives on before it ends (a reload finds it again).
+    #[arg(long, env = "TETHER_ROOM_GRACE", default_value = "10s", value_parser = parse_duration_or_zero)]
+    pub room_grace: Duration,
+
+    /// Live rooms one user may have created at once (0: no limit); the lobby is no one's.
+    #[arg(long, env = "TETHER_MAX_ROOMS_PER_USER", default_value_t = 3)]
+    pub max_rooms_per_user: u32,
+
+    /// Rooms one user may create a minute (0: no limit).
+    #[arg(long, env = "TETHER_ROOM_CREATIONS_PER_USER_PER_MINUTE", default_value_t = 10)]
+    pub room_creations_per_user_per_minute: u32,
+
+    /// Serves the browser pages from this directory, read at each request, instead
+    /// of the copies built into the binary: for working on the pages without a rebuild.
+    #[arg(long, env = "TETHER_WEB_DIR")]
+    pub web_dir: Option<std::path::PathBuf>,
 
     /// Bad frames a socket may send before it is closed with 1008.
     #[arg(long, env = "TETHER_WS_MAX_BAD_FRAMES", default_value_t = 10)]

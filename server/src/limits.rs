@@ -213,6 +213,12 @@ impl TokenBucket {
         TokenBucket { tokens: burst as f32, refilled_at: Instant::now(), burst: burst as f32, per_second }
     }
 
+    /// Whether it has refilled completely: keeping it would limit nothing.
+    pub fn is_full(&self) -> bool {
+        let earned = self.refilled_at.elapsed().as_secs_f32() * self.per_second;
+        self.tokens + earned >= self.burst
+    }
+
     /// Takes one token; false when none is left.
     pub fn take(&mut self) -> bool {
         let now = Instant::now();

@@ -6,6 +6,7 @@ pub mod api;
 pub mod close;
 pub mod game;
 pub mod ids;
+pub mod snapshot;
 pub mod ws;
 
 pub use ids::{SessionId, UserId};

@@ -12,15 +12,28 @@ use time::OffsetDateTime;
 pub enum ClientMessage {
     /// Answered by a `pong` carrying `t` back as the very same JSON number.
     Ping { t: Box<RawValue> },
-    /// Enter a room (leaving the current one); `lobby` when `room` is absent.
+    /// Enter a room (leaving the current one); `lobby` when `room` is absent. With
+    /// `encoding: binary` the room's snapshots come as binary frames ([`crate::snapshot`]).
     Join {
         #[serde(skip_serializing_if = "Option::is_none")]
         room: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        encoding: Option<Encoding>,
     },
     /// Leave the current room.
     Leave {},
     /// One tick of movement: `dx`, `dy` in [-1, 1]; `seq` increases with each input.
-    Input { seq: u32, dx: f32, dy: f32 },
+    /// `ack`: the newest binary snapshot tick applied (binary encoding only).
+    Input {
+        seq: u32,
+        dx: f32,
+        dy: f32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ack: Option<u32>,
+    },
+    /// The newest binary snapshot tick applied, for a tick with no input to carry it;
+    /// 0: the client holds no view (the next frame is a full one).
+    Ack { tick: u32 },
     /// A chat line to the current room.
     Chat { text: String },
 }
@@ -32,16 +45,34 @@ enum GameMessage {
     Join {
         #[serde(default)]
         room: Option<String>,
+        #[serde(default)]
+        encoding: Option<Encoding>,
     },
     Leave {},
     Input {
         seq: u32,
         dx: f32,
         dy: f32,
+        #[serde(default)]
+        ack: Option<u32>,
+    },
+    Ack {
+        tick: u32,
     },
     Chat {
         text: String,
     },
+}
+
+/// How a socket gets its room's snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// `snapshot` messages: the whole room, every tick.
+    #[default]
+    Json,
+    /// Binary delta frames of what is near the player ([`crate::snapshot`]).
+    Binary,
 }
 
 /// A player as others see them.
@@ -181,15 +212,19 @@ impl ClientMessage {
                 }
                 Ok(ClientMessage::Ping { t: fields.t })
             }
-            "join" | "leave" | "input" | "chat" => match serde_json::from_str::<GameMessage>(text) {
-                Ok(GameMessage::Join { room }) => Ok(ClientMessage::Join { room }),
+            "join" | "leave" | "input" | "ack" | "chat" => match serde_json::from_str::<GameMessage>(text) {
+                Ok(GameMessage::Join { room, encoding }) => Ok(ClientMessage::Join { room, encoding }),
                 Ok(GameMessage::Leave {}) => Ok(ClientMessage::Leave {}),
-                Ok(GameMessage::Input { seq, dx, dy }) => Ok(ClientMessage::Input { seq, dx, dy }),
+                Ok(GameMessage::Input { seq, dx, dy, ack }) => Ok(ClientMessage::Input { seq, dx, dy, ack }),
+                Ok(GameMessage::Ack { tick }) => Ok(ClientMessage::Ack { tick }),
                 Ok(GameMessage::Chat { text }) => Ok(ClientMessage::Chat { text }),
                 Err(_) => Err(BadMessage(match envelope.kind.as_ref() {
-                    "join" => "join takes an optional `room`, a string",
+                    "join" => "join takes an optional `room`, a string, and `encoding`, json or binary",
                     "leave" => "leave takes no fields",
-                    "input" => "input takes `seq` (a whole number) and `dx`, `dy` (numbers)",
+                    "input" => {
+                        "input takes `seq` (a whole number), `dx`, `dy` (numbers) and an optional `ack`"
+                    }
+                    "ack" => "ack takes `tick`, a whole number",
                     _ => "chat takes `text`, a string",
                 })),
             },
@@ -224,16 +259,28 @@ mod tests {
     fn game_messages_decode() {
         assert!(matches!(
             ClientMessage::decode(r#"{"type":"join"}"#),
-            Ok(ClientMessage::Join { room: None })
+            Ok(ClientMessage::Join { room: None, encoding: None })
         ));
         assert!(matches!(
             ClientMessage::decode(r#"{"type":"join","room":"arena"}"#),
-            Ok(ClientMessage::Join { room: Some(r) }) if r == "arena"
+            Ok(ClientMessage::Join { room: Some(r), .. }) if r == "arena"
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"join","room":"arena","encoding":"binary"}"#),
+            Ok(ClientMessage::Join { encoding: Some(Encoding::Binary), .. })
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"input","seq":3,"dx":0,"dy":1,"ack":40}"#),
+            Ok(ClientMessage::Input { ack: Some(40), .. })
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"ack","tick":7}"#),
+            Ok(ClientMessage::Ack { tick: 7 })
         ));
         assert!(matches!(ClientMessage::decode(r#"{"type":"leave"}"#), Ok(ClientMessage::Leave {})));
         assert!(matches!(
             ClientMessage::decode(r#"{"type":"input","seq":3,"dx":-1,"dy":0.5}"#),
-            Ok(ClientMessage::Input { seq: 3, dx: -1.0, dy: 0.5 })
+            Ok(ClientMessage::Input { seq: 3, dx: -1.0, dy: 0.5, ack: None })
         ));
         assert!(matches!(
             ClientMessage::decode(r#"{"type":"chat","text":"hi"}"#),
@@ -259,6 +306,9 @@ mod tests {
             r#"{"type":"input","seq":-1,"dx":0,"dy":0}"#,
             r#"{"type":"input","seq":1,"dx":"left","dy":0}"#,
             r#"{"type":"chat"}"#,
+            r#"{"type":"join","encoding":"protobuf"}"#,
+            r#"{"type":"ack"}"#,
+            r#"{"type":"ack","tick":-1}"#,
         ] {
             assert!(ClientMessage::decode(text).is_err(), "{text:?} was accepted");
         }
@@ -302,7 +352,7 @@ mod tests {
             #[test]
             fn inputs_decode_to_what_was_sent(seq in any::<u32>(), dx in -1.0f32..=1.0, dy in -1.0f32..=1.0) {
                 let text = serde_json::json!({"type": "input", "seq": seq, "dx": dx, "dy": dy}).to_string();
-                let Ok(ClientMessage::Input { seq: s, dx: x, dy: y }) = ClientMessage::decode(&text) else {
+                let Ok(ClientMessage::Input { seq: s, dx: x, dy: y, .. }) = ClientMessage::decode(&text) else {
                     return Err(TestCaseError::fail(format!("refused {text}")));
                 };
                 prop_assert_eq!((s, x, y), (seq, dx, dy));

@@ -3,6 +3,7 @@
 //! database, so each test runs once, on SQLite.
 
 use serde_json::{Value, json};
+use std::time::Duration;
 use tether_e2e::*;
 
 /// A connected player who has joined `room`; returns the socket and `joined`.
@@ -198,4 +199,109 @@ async fn moving_between_rooms_leaves_the_old_one() {
         (gone["event"].as_str(), gone["player"]["name"].as_str()),
         (Some("leave"), Some(bob.username.as_str()))
     );
+}
+
+/// Applies binary frames as a client must: each to the view at its baseline, and
+/// acknowledges the newest on the next input.
+struct BinaryClient {
+    views: std::collections::BTreeMap<u32, tether_shared::snapshot::View>,
+    newest: u32,
+}
+
+impl BinaryClient {
+    fn new() -> BinaryClient {
+        BinaryClient { views: Default::default(), newest: 0 }
+    }
+
+    async fn next_view(&mut self, socket: &mut WsClient) -> (u32, u32, tether_shared::snapshot::View) {
+        use tether_shared::snapshot;
+        let frame = socket.next_binary().await;
+        let (_, baseline) = snapshot::header(&frame).expect("a snapshot frame");
+        let base = match baseline {
+            0 => Default::default(),
+            _ => self.views.get(&baseline).cloned().expect("the baseline is a view this client acknowledged"),
+        };
+        let (tick, view) = snapshot::apply(&base, &frame).expect("the frame applies to its baseline");
+        self.views.insert(tick, view.clone());
+        self.newest = tick;
+        (tick, baseline, view)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_player_rebuilds_the_room_from_delta_frames_and_a_json_player_beside_it_is_unchanged() {
+    let app = spawn_app().await;
+    let alice = app.new_player().await;
+    let bob = app.new_player().await;
+    let mut a = app.connect_ws(&alice.access_token).await;
+    a.send_json(json!({"type": "join", "room": "bits", "encoding": "binary"})).await;
+    let me = a.next_of_type("joined").await["you"].as_u64().unwrap() as u32;
+    let (mut b, bob_joined) = in_room(&app, &bob, "bits").await;
+    let bob_id = bob_joined["you"].as_u64().unwrap() as u32;
+
+    let mut client = BinaryClient::new();
+    let (_, first_baseline, _) = client.next_view(&mut a).await;
+    assert_eq!(first_baseline, 0, "the first frame is a full view");
+    let mut deltas = 0;
+    let mut seq = 0;
+    let acked = loop {
+        seq += 1;
+        a.send_json(json!({"type": "input", "seq": seq, "dx": 0, "dy": if seq % 2 == 0 { 1 } else { -1 }, "ack": client.newest}))
+            .await;
+        let (tick, baseline, view) = client.next_view(&mut a).await;
+        deltas += usize::from(baseline != 0);
+        let mine = view.players.iter().find(|p| p.id == me).expect("I am in my view").ack;
+        if mine >= 3 && view.players.iter().any(|p| p.id == bob_id) {
+            break tick;
+        }
+        assert!(seq < 100, "input 3 was never acknowledged");
+    };
+    assert!(deltas > 0, "acknowledged frames are followed by deltas");
+    assert!(client.newest >= acked);
+
+    // Bob's JSON snapshot of a tick and Alice's view of it agree on Alice.
+    let (tick, _, view) = client.next_view(&mut a).await;
+    let snapshot = b
+        .next_matching("bob's snapshot of the same tick", |m| m["type"] == "snapshot" && m["tick"] == tick)
+        .await;
+    let json_me = my_state(&snapshot, u64::from(me)).unwrap();
+    let binary_me = view.players.iter().find(|p| p.id == me).unwrap();
+    assert_eq!(json_me["ack"], binary_me.ack);
+    assert!((json_me["x"].as_f64().unwrap() * 10.0 - f64::from(binary_me.x)).abs() < 1.5);
+    assert!((json_me["y"].as_f64().unwrap() * 10.0 - f64::from(binary_me.y)).abs() < 1.5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_cycling_room_names_cannot_use_up_the_rooms_and_an_empty_room_ends() {
+    let app = spawn_with(TestDb::sqlite(), |config| {
+        config.max_rooms_per_user = 2;
+        config.room_grace = Duration::from_millis(300);
+    })
+    .await;
+    let mallory = app.new_player().await;
+    let alice = app.new_player().await;
+    let mut m = app.connect_ws(&mallory.access_token).await;
+    for room in ["m-1", "m-2"] {
+        m.send_json(json!({"type": "join", "room": room})).await;
+        m.next_of_type("joined").await;
+    }
+    m.send_json(json!({"type": "join", "room": "m-3"})).await;
+    let refused = m.next_of_type("error").await;
+    assert_eq!(refused["code"], "room_unavailable", "{refused}");
+    let (_a, joined) = in_room(&app, &alice, "alices").await;
+    assert_eq!(joined["room"], "alices", "another player still gets a room");
+
+    // m-1 is empty since Mallory moved to m-2: once its grace is over it ends, and
+    // Mallory may open another.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        m.send_json(json!({"type": "join", "room": "m-3"})).await;
+        let answer =
+            m.next_matching("joined or error", |msg| msg["type"] == "joined" || msg["type"] == "error").await;
+        if answer["type"] == "joined" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "m-1 never ended: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

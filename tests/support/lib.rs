@@ -477,6 +477,20 @@ impl WsClient {
         }
     }
 
+    /// The next binary frame, skipping text frames; panics on a close or after [`WAIT`].
+    pub async fn next_binary(&mut self) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let message =
+                tokio::time::timeout_at(deadline, self.stream.next()).await.expect("a binary frame in time");
+            match message {
+                Some(Ok(Message::Binary(bytes))) => return bytes.to_vec(),
+                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a binary frame, got {other:?}"),
+            }
+        }
+    }
+
     pub async fn next_text(&mut self) -> String {
         loop {
             let message =

@@ -1,11 +1,13 @@
 //! `play`: N players in rooms of K (player i joins `room-<i / K>`). Once every player
 //! is in, each sends `input` at H Hz (seq increasing, a random direction held for a
 //! while) and a `ping` a second, for `--duration`. Measures ping → pong round trips,
-//! the time from input `n` to the first snapshot with this player's `ack >= n`, and
-//! what the server sends (snapshots, bytes).
+//! the time from input `n` to the first snapshot with this player's `ack >= n`, the
+//! gaps between snapshots as they arrive, and what the server sends (snapshots,
+//! bytes). With `--encoding binary` the players take binary delta frames, apply each
+//! to the view it names and acknowledge it on their next input.
 
 use super::{CLOSE_PATIENCE, Ctx, check_open_files, join_all, open_paced, settings};
-use crate::cli::PlayArgs;
+use crate::cli::{PlayArgs, SnapshotEncoding};
 use crate::conn::{self, Ws};
 use crate::report::Report;
 use crate::stats::{Failures, SharedHist};
@@ -13,17 +15,20 @@ use crate::{bots, progress};
 use anyhow::bail;
 use futures_util::StreamExt as _;
 use rand::Rng as _;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
-use tether_shared::ws::{ClientMessage, ServerMessage};
+use tether_shared::snapshot::{self, View};
+use tether_shared::ws::{ClientMessage, Encoding, ServerMessage};
 use tokio::time::{Instant, MissedTickBehavior, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// Inputs waiting for their ack, per player; older ones are given up on past this.
 const MAX_PENDING_INPUTS: usize = 4096;
+/// Binary views a player keeps, by tick: the baselines the server's next frames may name.
+const VIEWS_KEPT: usize = 32;
 
 /// What all players add up, once each, when they finish (or as they go, for the bar).
 #[derive(Default)]
@@ -35,6 +40,8 @@ struct Totals {
     snapshots: AtomicU64,
     missed_ticks: AtomicU64,
     frames: AtomicU64,
+    binary_frames: AtomicU64,
+    full_frames: AtomicU64,
     bytes: AtomicU64,
     inputs_sent: AtomicU64,
     inputs_acked: AtomicU64,
@@ -50,6 +57,7 @@ struct Latencies {
     join: SharedHist,
     rtt: SharedHist,
     input: SharedHist,
+    gap: SharedHist,
 }
 
 /// What a player task needs, cloned into each.
@@ -65,6 +73,7 @@ struct Shared {
     hz: f64,
     /// No room, no inputs: pings only.
     pings_only: bool,
+    encoding: SnapshotEncoding,
 }
 
 pub async fn run(ctx: &Ctx<'_>, args: &PlayArgs, open_files: u64) -> anyhow::Result<Report> {
@@ -83,6 +92,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &PlayArgs, open_files: u64) -> anyhow::Res
         epoch: Instant::now(),
         hz: args.hz,
         pings_only: args.pings_only,
+        encoding: args.encoding,
     };
     let totals = shared.totals.clone();
 
@@ -164,6 +174,8 @@ pub async fn run(ctx: &Ctx<'_>, args: &PlayArgs, open_files: u64) -> anyhow::Res
     report.figure("snapshots per second per player", per_player(&totals.snapshots), "/s");
     report.figure("ticks missed (gaps in snapshot ticks)", load(&totals.missed_ticks), "");
     report.figure("frames received", load(&totals.frames), "");
+    report.figure("binary snapshot frames received", load(&totals.binary_frames), "");
+    report.figure("of which full views (baseline 0)", load(&totals.full_frames), "");
     report.figure("bytes received (message payloads)", load(&totals.bytes), "B");
     report.figure("bytes per second, all players", per_second(&totals.bytes), "B/s");
     report.figure("bytes per second per player", per_player(&totals.bytes), "B/s");
@@ -176,6 +188,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &PlayArgs, open_files: u64) -> anyhow::Res
     let latencies = &shared.latencies;
     report.latency("ping -> pong", latencies.rtt.snapshot());
     report.latency("input -> acknowledging snapshot", latencies.input.snapshot());
+    report.latency("snapshot gap (inter-arrival)", latencies.gap.snapshot());
     report.latency("time to welcome", latencies.welcome.snapshot());
     report.latency("join -> joined", latencies.join.snapshot());
     Ok(report)
@@ -197,7 +210,9 @@ async fn join(
     }
     let deadline = opened.welcomed_at + patience;
     let asked = Instant::now();
-    conn::send(&mut ws, &ClientMessage::Join { room: Some(room.to_owned()) })
+    // JSON joins name no encoding, so that a server older than binary frames accepts them.
+    let encoding = (shared.encoding == SnapshotEncoding::Binary).then_some(Encoding::Binary);
+    conn::send(&mut ws, &ClientMessage::Join { room: Some(room.to_owned()), encoding })
         .await
         .map_err(|error| conn::describe_ws("join", &error))?;
     loop {
@@ -258,11 +273,18 @@ struct Player<'a> {
     /// Inputs sent and not yet acknowledged, oldest first.
     pending: VecDeque<(u32, Instant)>,
     last_tick: Option<u64>,
+    last_snapshot_at: Option<Instant>,
+    /// Binary views by tick, and the newest applied (acknowledged on the next input).
+    views: BTreeMap<u32, View>,
+    acked: Option<u32>,
     rtt: crate::stats::Recorder,
     input: crate::stats::Recorder,
+    gap: crate::stats::Recorder,
     snapshots: u64,
     missed_ticks: u64,
     frames: u64,
+    binary_frames: u64,
+    full_frames: u64,
     bytes: u64,
     inputs_sent: u64,
     inputs_acked: u64,
@@ -281,11 +303,17 @@ impl<'a> Player<'a> {
             turn_at: Instant::now() + random_hold(),
             pending: VecDeque::new(),
             last_tick: None,
+            last_snapshot_at: None,
+            views: BTreeMap::new(),
+            acked: None,
             rtt: shared.latencies.rtt.recorder(),
             input: shared.latencies.input.recorder(),
+            gap: shared.latencies.gap.recorder(),
             snapshots: 0,
             missed_ticks: 0,
             frames: 0,
+            binary_frames: 0,
+            full_frames: 0,
             bytes: 0,
             inputs_sent: 0,
             inputs_acked: 0,
@@ -351,7 +379,7 @@ impl<'a> Player<'a> {
             self.inputs_unacked += 1;
         }
         self.inputs_sent += 1;
-        ClientMessage::Input { seq: self.seq, dx: self.direction.0, dy: self.direction.1 }
+        ClientMessage::Input { seq: self.seq, dx: self.direction.0, dy: self.direction.1, ack: self.acked }
     }
 
     fn receive(&mut self, message: &Message) {
@@ -360,32 +388,17 @@ impl<'a> Player<'a> {
             Message::Binary(bytes) => {
                 self.frames += 1;
                 self.bytes += bytes.len() as u64;
+                self.receive_binary(bytes);
                 return;
             }
             _ => return,
         };
         self.frames += 1;
         self.bytes += text.len() as u64;
-        let now = Instant::now();
         match serde_json::from_str::<ServerMessage>(text) {
             Ok(ServerMessage::Snapshot { tick, players, .. }) => {
-                self.snapshots += 1;
-                if let Some(last) = self.last_tick
-                    && tick > last + 1
-                {
-                    self.missed_ticks += tick - last - 1;
-                }
-                self.last_tick = Some(tick);
-                if let Some(me) = players.iter().find(|player| player.id == self.you) {
-                    while let Some(&(seq, sent_at)) = self.pending.front() {
-                        if seq > me.ack {
-                            break;
-                        }
-                        self.input.record(now - sent_at);
-                        self.inputs_acked += 1;
-                        self.pending.pop_front();
-                    }
-                }
+                let me = players.iter().find(|player| player.id == self.you).map(|me| me.ack);
+                self.snapshot_arrived(tick, me);
             }
             Ok(ServerMessage::Pong { t }) => {
                 if let Some(sent) = t.as_u64() {
@@ -401,6 +414,60 @@ impl<'a> Player<'a> {
         }
     }
 
+    /// A binary frame: applied to the view it names, kept, and acknowledged next.
+    fn receive_binary(&mut self, frame: &[u8]) {
+        let applied = snapshot::header(frame).and_then(|(_, baseline)| {
+            let base = match baseline {
+                0 => None,
+                _ => Some(self.views.get(&baseline).ok_or(snapshot::FrameError::NotInBaseline)?),
+            };
+            snapshot::apply(base.unwrap_or(&View::default()), frame).map(|applied| (baseline, applied))
+        });
+        let (baseline, (tick, view)) = match applied {
+            Ok(applied) => applied,
+            Err(error) => {
+                self.shared.failures.add(format!("binary frame not applied: {error:?}"));
+                return;
+            }
+        };
+        self.binary_frames += 1;
+        if baseline == 0 {
+            self.full_frames += 1;
+        }
+        let me = view.players.iter().find(|player| player.id == self.you).map(|me| me.ack);
+        self.views.insert(tick, view);
+        while self.views.len() > VIEWS_KEPT {
+            self.views.pop_first();
+        }
+        self.acked = Some(tick);
+        self.snapshot_arrived(u64::from(tick), me);
+    }
+
+    /// Counts a snapshot of either encoding; `my_ack`: this player's ack in it.
+    fn snapshot_arrived(&mut self, tick: u64, my_ack: Option<u32>) {
+        let now = Instant::now();
+        self.snapshots += 1;
+        if let Some(last) = self.last_snapshot_at.replace(now) {
+            self.gap.record(now - last);
+        }
+        if let Some(last) = self.last_tick
+            && tick > last + 1
+        {
+            self.missed_ticks += tick - last - 1;
+        }
+        self.last_tick = Some(tick);
+        if let Some(ack) = my_ack {
+            while let Some(&(seq, sent_at)) = self.pending.front() {
+                if seq > ack {
+                    break;
+                }
+                self.input.record(now - sent_at);
+                self.inputs_acked += 1;
+                self.pending.pop_front();
+            }
+        }
+    }
+
     fn add_to(&mut self, totals: &Totals) {
         self.inputs_unacked += self.pending.len() as u64;
         self.pending.clear();
@@ -408,6 +475,8 @@ impl<'a> Player<'a> {
         add(&totals.snapshots, self.snapshots);
         add(&totals.missed_ticks, self.missed_ticks);
         add(&totals.frames, self.frames);
+        add(&totals.binary_frames, self.binary_frames);
+        add(&totals.full_frames, self.full_frames);
         add(&totals.bytes, self.bytes);
         add(&totals.inputs_sent, self.inputs_sent);
         add(&totals.inputs_acked, self.inputs_acked);
@@ -416,6 +485,7 @@ impl<'a> Player<'a> {
         add(&totals.pongs, self.pongs);
         self.rtt.flush();
         self.input.flush();
+        self.gap.flush();
     }
 }
 

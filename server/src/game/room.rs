@@ -1,15 +1,19 @@
 //! One room: a task that owns the members and the world, takes commands from
-//! sockets, and ticks while it has members.
+//! sockets, ticks while it has members, and ends once it has stayed empty for the
+//! grace period.
 
+use super::interest::{Baseline, Cell, HISTORY_TICKS, Interest, cell_of};
 use super::world::World;
-use super::{NewMember, RoomSettings};
+use super::{NewMember, Registry};
 use crate::limits::TokenBucket;
-use crate::ws::outbox::{Outbox, frame};
-use std::collections::HashMap;
+use crate::ws::outbox::{Outbox, Payload, frame};
+use axum::body::Bytes;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use tether_shared::UserId;
 use tether_shared::game;
-use tether_shared::ws::{PlayerInfo, PresenceEvent, RATE_LIMITED, ServerMessage};
+use tether_shared::ws::{Encoding, PlayerInfo, PresenceEvent, RATE_LIMITED, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -27,20 +31,48 @@ pub enum JoinError {
     Full,
     #[error("too many rooms on this server")]
     TooManyRooms,
+    #[error("you have opened too many rooms: join one of them, or wait for an empty one to end")]
+    TooManyOfYours,
+    #[error("you are opening rooms too fast: wait a little")]
+    CreatingTooFast,
+    /// The room ended just as the player arrived: a fresh one can be made.
+    #[error("the room has ended")]
+    Ended,
     #[error("the room did not answer")]
     Unavailable,
 }
 
 pub(super) enum Command {
-    Join { member: NewMember, answer: oneshot::Sender<Result<(), JoinError>> },
-    Leave { player: u32, answer: Option<oneshot::Sender<()>> },
-    Input { player: u32, seq: u32, dx: f32, dy: f32 },
-    Chat { player: u32, text: String },
+    Join {
+        member: NewMember,
+        answer: oneshot::Sender<Result<(), JoinError>>,
+    },
+    Leave {
+        player: u32,
+        answer: Option<oneshot::Sender<()>>,
+    },
+    Input {
+        player: u32,
+        seq: u32,
+        dx: f32,
+        dy: f32,
+    },
+    /// The newest binary frame a player has applied.
+    Ack {
+        player: u32,
+        tick: u32,
+    },
+    Chat {
+        player: u32,
+        text: String,
+    },
 }
 
 /// A room as sockets see it: a way to send it commands.
 #[derive(Clone)]
 pub struct RoomHandle {
+    /// Tells this room from a later one of the same name.
+    pub(super) id: u64,
     pub name: Arc<str>,
     // Unbounded so that a leave from a socket's drop never waits and is never lost;
     // the room drains commands as they come, and per-socket message limits bound
@@ -49,27 +81,40 @@ pub struct RoomHandle {
 }
 
 impl RoomHandle {
-    pub(super) fn spawn(name: Arc<str>, settings: &RoomSettings) -> RoomHandle {
+    pub(super) fn spawn(
+        id: u64,
+        name: Arc<str>,
+        creator: Option<UserId>,
+        registry: Arc<Registry>,
+    ) -> RoomHandle {
+        let settings = registry.settings();
         let (commands, inbox) = mpsc::unbounded_channel();
+        let tick_rate = settings.tick_rate.max(1);
         let room = Room {
+            id,
             name: name.clone(),
+            creator,
             capacity: settings.capacity,
-            tick_rate: settings.tick_rate.max(1),
+            tick_rate,
+            grace: settings.grace,
             members: HashMap::new(),
-            world: World::new(settings.tick_rate.max(1), rand::random()),
+            world: World::new(tick_rate, rand::random()),
+            interest: Interest::default(),
+            registry: registry.clone(),
         };
+        crate::telemetry::metrics::room_started();
         tokio::spawn(room.run(inbox));
-        RoomHandle { name, commands }
+        RoomHandle { id, name, commands }
     }
 
     /// Enters the room; the room itself sends `joined` (and then snapshots) to the outbox.
     pub async fn join(&self, member: NewMember) -> Result<(), JoinError> {
         let (answer, answered) = oneshot::channel();
-        self.commands.send(Command::Join { member, answer }).map_err(|_| JoinError::Unavailable)?;
+        self.commands.send(Command::Join { member, answer }).map_err(|_| JoinError::Ended)?;
         tokio::time::timeout(Duration::from_secs(2), answered)
             .await
             .map_err(|_| JoinError::Unavailable)?
-            .map_err(|_| JoinError::Unavailable)?
+            .map_err(|_| JoinError::Ended)?
     }
 
     /// Leaves the room; the room sends `left` to the outbox before it answers.
@@ -89,6 +134,10 @@ impl RoomHandle {
         let _ = self.commands.send(Command::Input { player, seq, dx, dy });
     }
 
+    pub fn ack(&self, player: u32, tick: u32) {
+        let _ = self.commands.send(Command::Ack { player, tick });
+    }
+
     pub fn chat(&self, player: u32, text: String) {
         let _ = self.commands.send(Command::Chat { player, text });
     }
@@ -98,25 +147,43 @@ struct Member {
     name: Arc<str>,
     outbox: Arc<Outbox>,
     chat: TokenBucket,
+    encoding: Encoding,
+    /// The newest binary frame the client says it applied (0: none).
+    acked: u32,
+    /// The ticks and cells of the binary frames sent lately, to find the view an ack names.
+    sent: VecDeque<(u64, Cell)>,
+}
+
+impl Member {
+    /// The view this member's next frame can be a delta from.
+    fn baseline(&self) -> Baseline {
+        let acked = u64::from(self.acked);
+        let &(tick, cell) = self.sent.iter().find(|(tick, _)| *tick == acked)?;
+        Some((tick, cell))
+    }
 }
 
 struct Room {
+    id: u64,
     name: Arc<str>,
+    creator: Option<UserId>,
     capacity: u32,
     tick_rate: u32,
+    grace: Duration,
     members: HashMap<u32, Member>,
     world: World,
+    interest: Interest,
+    registry: Arc<Registry>,
 }
 
 impl Room {
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Command>) {
         let period = Duration::from_secs(1) / self.tick_rate;
         let mut ticker: Option<tokio::time::Interval> = None;
+        let mut empty_since = Some(Instant::now());
         loop {
-            let command = match ticker.as_mut() {
-                // Empty: no timer at all, the task sleeps until someone joins.
-                None => inbox.recv().await,
-                Some(ticker) => tokio::select! {
+            let command = match (ticker.as_mut(), empty_since) {
+                (Some(ticker), _) => tokio::select! {
                     biased;
                     command = inbox.recv() => command,
                     _ = ticker.tick() => {
@@ -124,20 +191,51 @@ impl Room {
                         continue;
                     }
                 },
+                // Empty: no timer but the end; the task sleeps until someone joins.
+                (None, Some(since)) => tokio::select! {
+                    command = inbox.recv() => command,
+                    _ = tokio::time::sleep_until(since + self.grace) => break,
+                },
+                (None, None) => inbox.recv().await,
             };
-            let Some(command) = command else { return };
+            let Some(command) = command else { break };
             self.handle(command);
             match (&ticker, self.members.is_empty()) {
-                (Some(_), true) => ticker = None,
+                (Some(_), true) => {
+                    ticker = None;
+                    empty_since = Some(Instant::now());
+                    self.interest.clear();
+                }
                 (None, false) => {
                     let mut started = tokio::time::interval_at(Instant::now() + period, period);
                     // A late tick is skipped, not bunched: snapshots stay evenly spaced.
                     started.set_missed_tick_behavior(MissedTickBehavior::Skip);
                     ticker = Some(started);
+                    empty_since = None;
                 }
                 _ => {}
             }
         }
+        self.end(inbox).await;
+    }
+
+    /// Leaves the registry first, so that a join from now on makes a new room; then
+    /// turns away whoever reached this one meanwhile, so that they try again.
+    async fn end(self, mut inbox: mpsc::UnboundedReceiver<Command>) {
+        self.registry.room_ended(self.id, &self.name, self.creator);
+        inbox.close();
+        while let Some(command) = inbox.recv().await {
+            match command {
+                Command::Join { answer, .. } => {
+                    let _ = answer.send(Err(JoinError::Ended));
+                }
+                Command::Leave { answer: Some(answer), .. } => {
+                    let _ = answer.send(());
+                }
+                _ => {}
+            }
+        }
+        crate::telemetry::metrics::room_ended();
     }
 
     fn handle(&mut self, command: Command) {
@@ -154,12 +252,18 @@ impl Room {
             Command::Input { player, seq, dx, dy } => {
                 self.world.queue_input(player, seq, dx, dy);
             }
+            Command::Ack { player, tick } => {
+                if let Some(member) = self.members.get_mut(&player) {
+                    member.acked = tick;
+                }
+            }
             Command::Chat { player, text } => self.chat(player, text),
         }
     }
 
     fn join(&mut self, member: NewMember) -> Result<(), JoinError> {
-        if self.members.contains_key(&member.player) {
+        if let Some(already) = self.members.get_mut(&member.player) {
+            already.encoding = member.encoding;
             return Ok(());
         }
         if self.members.len() as u32 >= self.capacity {
@@ -178,6 +282,9 @@ impl Room {
                 name: member.name,
                 outbox: member.outbox.clone(),
                 chat: TokenBucket::new(CHAT_BURST, CHAT_REFILL_PER_SEC),
+                encoding: member.encoding,
+                acked: 0,
+                sent: VecDeque::new(),
             },
         );
         member.outbox.push_message(&ServerMessage::Joined {
@@ -222,16 +329,61 @@ impl Room {
     fn tick(&mut self) {
         let started = std::time::Instant::now();
         self.world.advance();
-        let snapshot = frame(&ServerMessage::Snapshot {
-            room: self.name.to_string(),
-            tick: self.world.tick(),
-            players: self.world.players(),
-            items: self.world.items().to_vec(),
-        });
-        for member in self.members.values() {
-            member.outbox.push(snapshot.clone());
+        let json_members = self.members.values().filter(|member| member.encoding == Encoding::Json).count();
+        if json_members > 0 {
+            let snapshot = frame(&ServerMessage::Snapshot {
+                room: self.name.to_string(),
+                tick: self.world.tick(),
+                players: self.world.players(),
+                items: self.world.items().to_vec(),
+            });
+            for member in self.members.values().filter(|member| member.encoding == Encoding::Json) {
+                member.outbox.push_snapshot(Payload::Text(snapshot.clone()), started);
+            }
+        }
+        if json_members < self.members.len() {
+            self.send_binary(started);
         }
         crate::telemetry::metrics::tick(started.elapsed());
+    }
+
+    /// Each binary member gets the frame for its cell from its baseline, encoded
+    /// once for everyone who shares both.
+    fn send_binary(&mut self, started: std::time::Instant) {
+        let tick = self.world.tick();
+        let players = self.world.player_entries();
+        let cell_of_player = |id: u32| {
+            let at = players.binary_search_by_key(&id, |player| player.id).ok()?;
+            Some(cell_of(players[at].x, players[at].y))
+        };
+        let binary = |member: &&Member| member.encoding == Encoding::Binary;
+        let viewers: Vec<Cell> = self
+            .members
+            .iter()
+            .filter(|(_, m)| binary(m))
+            .filter_map(|(&id, _)| cell_of_player(id))
+            .collect();
+        self.interest.advance(tick, &players, &self.world.item_entries(), viewers);
+        let mut encoded: HashMap<(Cell, Baseline), Bytes> = HashMap::new();
+        for (&id, member) in self.members.iter_mut().filter(|(_, m)| m.encoding == Encoding::Binary) {
+            let Some(cell) = cell_of_player(id) else { continue };
+            let baseline = member.baseline();
+            let bytes = match encoded.get(&(cell, baseline)) {
+                Some(bytes) => bytes.clone(),
+                None => {
+                    let Some(frame) = self.interest.frame(cell, baseline) else { continue };
+                    let bytes = Bytes::from(frame);
+                    encoded.insert((cell, baseline), bytes.clone());
+                    bytes
+                }
+            };
+            member.outbox.push_snapshot(Payload::Binary(bytes), started);
+            if member.sent.len() == HISTORY_TICKS {
+                member.sent.pop_front();
+            }
+            member.sent.push_back((tick, cell));
+        }
+        crate::telemetry::metrics::binary_frames_encoded(encoded.len());
     }
 
     /// One serialization, the same bytes to every member.
@@ -253,26 +405,52 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::game::{RoomSettings, Rooms};
+    use crate::ws::outbox::Outgoing;
+    use tether_shared::snapshot::{self, View};
+
+    fn member_with(player: u32, name: &str, encoding: Encoding) -> (NewMember, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(64, 100));
+        (NewMember { player, name: name.into(), outbox: outbox.clone(), encoding }, outbox)
+    }
 
     fn member(player: u32, name: &str) -> (NewMember, Arc<Outbox>) {
-        let outbox = Arc::new(Outbox::new(64, 100));
-        (NewMember { player, name: name.into(), outbox: outbox.clone() }, outbox)
+        member_with(player, name, Encoding::Json)
+    }
+
+    async fn next_payload(queued: &Arc<Outbox>) -> Payload {
+        match tokio::time::timeout(Duration::from_secs(2), queued.next()).await.unwrap() {
+            Outgoing::Frame(frame) => frame.payload,
+            Outgoing::TooSlow => panic!("a member was found slow"),
+        }
     }
 
     async fn next(queued: &mut Arc<Outbox>) -> serde_json::Value {
-        match tokio::time::timeout(Duration::from_secs(2), queued.next()).await.unwrap() {
-            crate::ws::outbox::Outgoing::Frame(frame) => serde_json::from_str(frame.as_str()).unwrap(),
-            crate::ws::outbox::Outgoing::TooSlow => panic!("a member was found slow"),
+        loop {
+            if let Payload::Text(text) = next_payload(queued).await {
+                return serde_json::from_str(text.as_str()).unwrap();
+            }
         }
     }
 
     fn settings(capacity: u32) -> RoomSettings {
-        RoomSettings { capacity, tick_rate: 20, max_rooms: 10 }
+        RoomSettings {
+            capacity,
+            tick_rate: 20,
+            max_rooms: 10,
+            grace: Duration::from_secs(10),
+            max_rooms_per_user: 2,
+            room_creations_per_user_per_minute: 0,
+        }
+    }
+
+    fn user() -> UserId {
+        UserId::new_random()
     }
 
     #[tokio::test]
     async fn members_see_each_other_arrive_and_get_the_same_snapshots() {
-        let room = RoomHandle::spawn("arena".into(), &settings(2));
+        let room = Rooms::new(settings(2)).room("arena", user()).unwrap();
         let (alice, mut alice_frames) = member(1, "alice");
         let (bob, mut bob_frames) = member(2, "bob");
         let (carol, _) = member(3, "carol");
@@ -306,7 +484,7 @@ mod tests {
 
     #[tokio::test]
     async fn chat_fans_out_and_a_flood_is_rate_limited() {
-        let room = RoomHandle::spawn("talk".into(), &settings(8));
+        let room = Rooms::new(settings(8)).room("talk", user()).unwrap();
         let (alice, mut alice_frames) = member(1, "alice");
         room.join(alice).await.unwrap();
         next(&mut alice_frames).await;
@@ -326,5 +504,86 @@ mod tests {
             }
         }
         assert_eq!(lines, 5);
+    }
+
+    /// A binary member gets a full view first, deltas from what it acknowledged
+    /// after, and a JSON member beside it keeps its JSON snapshots.
+    #[tokio::test]
+    async fn a_binary_member_gets_deltas_from_its_acknowledged_view() {
+        let room = Rooms::new(settings(8)).room("bits", user()).unwrap();
+        let (alice, alice_frames) = member_with(1, "alice", Encoding::Binary);
+        let (bob, mut bob_frames) = member(2, "bob");
+        room.join(alice).await.unwrap();
+        room.join(bob).await.unwrap();
+        let mut view = View::default();
+        let mut held = HashMap::new();
+        let mut baselines = Vec::new();
+        while baselines.len() < 6 {
+            let Payload::Binary(bytes) = next_payload(&alice_frames).await else { continue };
+            let (_, baseline) = snapshot::header(&bytes).unwrap();
+            let base = held.get(&baseline).cloned().unwrap_or_default();
+            let tick;
+            (tick, view) = snapshot::apply(&base, &bytes).unwrap();
+            held.insert(tick, view.clone());
+            baselines.push((tick, baseline));
+            room.input(1, tick, 1.0, 0.0);
+            room.ack(1, tick);
+        }
+        assert_eq!(baselines[0].1, 0, "the first frame is a full view");
+        assert!(baselines[1..].iter().all(|&(_, baseline)| baseline != 0), "then deltas: {baselines:?}");
+        assert_eq!(view.players.len(), 2);
+        assert!(view.players.iter().any(|p| p.id == 1 && p.ack > 0), "its own input is acknowledged");
+        loop {
+            if next(&mut bob_frames).await["type"] == "snapshot" {
+                break;
+            }
+        }
+    }
+
+    /// Cycling through room names cannot take rooms from others: one user's live
+    /// rooms are capped, an empty room ends after the grace, and its name is free again.
+    #[tokio::test(start_paused = true)]
+    async fn a_user_cannot_exhaust_the_rooms_and_an_empty_room_ends_after_the_grace() {
+        let rooms = Rooms::new(settings(8));
+        let (mallory, alice) = (user(), user());
+        let first = rooms.room("m-1", mallory).unwrap();
+        rooms.room("m-2", mallory).unwrap();
+        assert_eq!(rooms.room("m-3", mallory).err(), Some(JoinError::TooManyOfYours));
+        assert!(rooms.room("m-1", mallory).is_ok(), "joining one's own live room is not creating one");
+        rooms.room("alices", alice).unwrap();
+        assert!(rooms.room(crate::game::LOBBY, mallory).is_ok(), "the lobby is no one's");
+        assert_eq!(rooms.len(), 4);
+
+        let (member, _frames) = member(1, "mallory");
+        first.join(member).await.unwrap();
+        first.leave(1).await;
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(rooms.created_by(mallory), 2, "still within the grace");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ended = async {
+            while rooms.created_by(mallory) > 0 || !rooms.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(1), ended).await.expect("the empty rooms ended");
+        let (late, _) = member_with(2, "late", Encoding::Json);
+        assert_eq!(first.join(late).await, Err(JoinError::Ended), "an ended room turns joins away");
+        assert!(rooms.room("m-3", mallory).is_ok(), "a user whose rooms ended may open more");
+    }
+
+    #[tokio::test]
+    async fn creating_rooms_is_rate_limited_per_user() {
+        let rooms = Rooms::new(RoomSettings {
+            max_rooms_per_user: 0,
+            room_creations_per_user_per_minute: 3,
+            ..settings(8)
+        });
+        let (mallory, alice) = (user(), user());
+        for n in 0..3 {
+            rooms.room(&format!("m-{n}"), mallory).unwrap();
+        }
+        assert_eq!(rooms.room("m-9", mallory).err(), Some(JoinError::CreatingTooFast));
+        assert!(rooms.room("m-0", mallory).is_ok(), "an existing room is not a creation");
+        assert!(rooms.room("a-0", alice).is_ok(), "another user is not limited");
     }
 }

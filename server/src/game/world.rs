@@ -6,6 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use std::collections::{BTreeMap, VecDeque};
 use tether_shared::game::{self, PICKUP_RADIUS, WORLD_HEIGHT, WORLD_WIDTH};
+use tether_shared::snapshot::{ItemEntry, PlayerEntry, quantize};
 use tether_shared::ws::{ItemState, PlayerState};
 
 /// Items on the floor of a room at any time.
@@ -122,6 +123,31 @@ impl World {
 
     pub fn items(&self) -> &[ItemState] {
         &self.items
+    }
+
+    /// The players as binary frames carry them: quantized, ascending by id.
+    pub fn player_entries(&self) -> Vec<PlayerEntry> {
+        self.avatars
+            .iter()
+            .map(|(&id, avatar)| PlayerEntry {
+                id,
+                x: quantize(avatar.x),
+                y: quantize(avatar.y),
+                score: avatar.score,
+                ack: avatar.ack,
+            })
+            .collect()
+    }
+
+    /// The items as binary frames carry them, ascending by id.
+    pub fn item_entries(&self) -> Vec<ItemEntry> {
+        let mut items: Vec<ItemEntry> = self
+            .items
+            .iter()
+            .map(|item| ItemEntry { id: item.id, x: quantize(item.x), y: quantize(item.y) })
+            .collect();
+        items.sort_unstable_by_key(|item| item.id);
+        items
     }
 
     fn random_point(&mut self) -> (f32, f32) {

@@ -23,7 +23,8 @@ use tower_http::trace::TraceLayer;
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-pub fn router() -> Router<AppState> {
+/// `web_dir`: serve the pages from there instead of the built-in copies (`--web-dir`).
+pub fn router(web_dir: Option<&std::path::Path>) -> Router<AppState> {
     Router::new()
         .merge(auth::router())
         .merge(account::router())
@@ -31,7 +32,7 @@ pub fn router() -> Router<AppState> {
         .merge(health::router())
         .merge(metrics::router())
         .merge(openapi::router())
-        .merge(pages::router())
+        .merge(pages::router(web_dir))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

@@ -7,6 +7,7 @@ use crate::revocation::RevokeKind;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Seconds, from half a millisecond (a close on loopback) to five seconds.
@@ -32,6 +33,7 @@ pub fn render(state: &AppState) -> String {
     gauge!("tether_sessions_active").set(census.sessions_active as f64);
     // Must stay 0: a revoked session whose socket is still registered.
     gauge!("tether_sessions_revoked_still_connected").set(census.revoked_still_connected as f64);
+    // Live rooms: an empty room ends after its grace.
     gauge!("tether_rooms").set(state.rooms.len() as f64);
     // A cluster node: how far it has applied the revocation log, and whether it is too
     // far behind to vouch for its sessions (should be 0 but during a database outage).
@@ -41,7 +43,13 @@ pub fn render(state: &AppState) -> String {
     gauge!("tether_password_hashes_running").set(state.passwords.running() as f64);
     gauge!("tether_password_hashes_running_peak").set(state.passwords.peak() as f64);
     gauge!("tether_password_hashes_waiting").set(state.passwords.waiting() as f64);
-    exporter().render()
+    let mut text = exporter().render();
+    SNAPSHOT_SEND_DELAY.render(
+        "tether_snapshot_send_delay_seconds",
+        "From a room tick's start until a member's snapshot of it was written to its connection.",
+        &mut text,
+    );
+    text
 }
 
 pub fn revoked(kind: RevokeKind, sessions: u64) {
@@ -117,4 +125,68 @@ pub fn http_request(route: String, method: &str, status: u16, elapsed: Duration)
 /// One room tick: simulation, serialization and fan-out.
 pub fn tick(elapsed: Duration) {
     histogram!("tether_tick_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+pub fn room_started() {
+    counter!("tether_rooms_started_total").increment(1);
+}
+
+pub fn room_ended() {
+    counter!("tether_rooms_ended_total").increment(1);
+}
+
+/// Distinct binary frames one tick encoded (one per cell and baseline in use).
+pub fn binary_frames_encoded(frames: usize) {
+    counter!("tether_binary_frames_encoded_total").increment(frames as u64);
+}
+
+/// From a tick's start until one member's snapshot of it was written to its
+/// connection. Tens of thousands a second at full load, so kept in fixed atomic
+/// buckets rather than the exporter's histogram, which keeps every sample until
+/// the next scrape.
+pub fn snapshot_sent(elapsed: Duration) {
+    SNAPSHOT_SEND_DELAY.record(elapsed);
+}
+
+static SNAPSHOT_SEND_DELAY: FixedHistogram = FixedHistogram::new();
+
+/// Upper bounds in seconds: a tick is 50 ms at the default rate.
+const SEND_DELAY_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0];
+
+struct FixedHistogram {
+    /// One count per bucket and one past the last, not cumulative.
+    counts: [AtomicU64; SEND_DELAY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl FixedHistogram {
+    const fn new() -> FixedHistogram {
+        FixedHistogram {
+            counts: [const { AtomicU64::new(0) }; SEND_DELAY_BUCKETS.len() + 1],
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket =
+            SEND_DELAY_BUCKETS.iter().position(|&bound| seconds <= bound).unwrap_or(SEND_DELAY_BUCKETS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Prometheus text of a histogram named `name`.
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in SEND_DELAY_BUCKETS.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[SEND_DELAY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
 }

@@ -1,28 +1,62 @@
 //! A socket's bounded outbound queue, shared by the socket task and the room that
-//! fans out to it. Frames are `Utf8Bytes`, so one serialized snapshot is handed to
-//! every member as the same bytes.
+//! fans out to it. Frames are `Utf8Bytes` or `Bytes`, so one encoded snapshot is
+//! handed to every member that gets it as the same bytes.
 //!
 //! It is a plain `VecDeque` behind a lock rather than a channel: an idle socket's
 //! queue then holds no memory at all (a tokio channel allocates its first block of
 //! 32 slots up front), and thousands of idle sockets are the common case.
 
-use axum::extract::ws::Utf8Bytes;
+use axum::body::Bytes;
+use axum::extract::ws::{Message, Utf8Bytes};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 use tether_shared::ws::ServerMessage;
 use tokio::sync::Notify;
+
+/// One queued frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub payload: Payload,
+    /// For a snapshot: when its tick began, so that the socket can tell how long
+    /// the tick took to reach the wire. A newer snapshot replaces an unsent one.
+    pub snapshot_of: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+impl Frame {
+    pub fn into_message(self) -> Message {
+        match self.payload {
+            Payload::Text(text) => Message::Text(text),
+            Payload::Binary(bytes) => Message::Binary(bytes),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn text(&self) -> &str {
+        match &self.payload {
+            Payload::Text(text) => text.as_str(),
+            Payload::Binary(_) => panic!("a binary frame"),
+        }
+    }
+}
 
 /// What the socket's task is to do next.
 #[derive(Debug)]
 pub enum Outgoing {
-    Frame(Utf8Bytes),
+    Frame(Frame),
     /// The consumer stayed too slow: close it.
     TooSlow,
 }
 
 pub struct Outbox {
-    frames: Mutex<VecDeque<Utf8Bytes>>,
+    frames: Mutex<VecDeque<Frame>>,
     capacity: usize,
     /// Wakes the socket task when a frame is queued or the consumer is found slow.
     wake: Notify,
@@ -45,7 +79,7 @@ impl Outbox {
         }
     }
 
-    fn frames(&self) -> MutexGuard<'_, VecDeque<Utf8Bytes>> {
+    fn frames(&self) -> MutexGuard<'_, VecDeque<Frame>> {
         // Nothing panics while holding this lock; recover rather than poison the socket.
         self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -54,13 +88,32 @@ impl Outbox {
     /// not be sent is superseded by the next one anyway, and a sender (the room's
     /// tick) is never held up by one slow reader.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
+        self.push_frame(Frame { payload: Payload::Text(frame), snapshot_of: None })
+    }
+
+    /// Queues a tick's snapshot. One still unsent is replaced in its place: the
+    /// newer is complete by itself (a full view, or a delta from what the client
+    /// acknowledged), so a reader a frame behind gets the freshest state, not a
+    /// backlog. A replaced snapshot counts as a drop, so a reader that never
+    /// catches up is still found slow.
+    pub fn push_snapshot(&self, payload: Payload, ticked_at: Instant) -> bool {
+        let frame = Frame { payload, snapshot_of: Some(ticked_at) };
+        let mut frames = self.frames();
+        if let Some(unsent) = frames.iter_mut().find(|queued| queued.snapshot_of.is_some()) {
+            *unsent = frame;
+            drop(frames);
+            self.count_drop();
+            return false;
+        }
+        drop(frames);
+        self.push_frame(frame)
+    }
+
+    fn push_frame(&self, frame: Frame) -> bool {
         let mut frames = self.frames();
         if frames.len() >= self.capacity {
             drop(frames);
-            if self.consecutive_drops.fetch_add(1, Ordering::Relaxed) + 1 > self.drop_limit {
-                self.slow.store(true, Ordering::Release);
-                self.wake.notify_one();
-            }
+            self.count_drop();
             return false;
         }
         frames.push_back(frame);
@@ -68,6 +121,13 @@ impl Outbox {
         self.consecutive_drops.store(0, Ordering::Relaxed);
         self.wake.notify_one();
         true
+    }
+
+    fn count_drop(&self) {
+        if self.consecutive_drops.fetch_add(1, Ordering::Relaxed) + 1 > self.drop_limit {
+            self.slow.store(true, Ordering::Release);
+            self.wake.notify_one();
+        }
     }
 
     pub fn push_message(&self, message: &ServerMessage) -> bool {
@@ -93,7 +153,7 @@ impl Outbox {
         }
     }
 
-    fn pop(&self) -> Option<Utf8Bytes> {
+    fn pop(&self) -> Option<Frame> {
         let mut frames = self.frames();
         let frame = frames.pop_front()?;
         if frames.is_empty() && frames.capacity() > 0 {
@@ -141,7 +201,7 @@ mod tests {
 
     fn frame_of(outgoing: Outgoing) -> String {
         match outgoing {
-            Outgoing::Frame(frame) => frame.as_str().to_owned(),
+            Outgoing::Frame(frame) => frame.text().to_owned(),
             Outgoing::TooSlow => panic!("not slow"),
         }
     }
@@ -156,5 +216,26 @@ mod tests {
             std::task::Poll::Ready(outgoing) => assert_eq!(frame_of(outgoing), "tick 1"),
             std::task::Poll::Pending => panic!("the frame waited for another push"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_newer_snapshot_replaces_an_unsent_one_in_its_place_and_a_reader_that_never_catches_up_is_slow()
+    {
+        let outbox = Outbox::new(8, 3);
+        let snapshot = |tick: &str| Payload::Text(tick.to_owned().into());
+        assert!(outbox.push("pong".into()));
+        assert!(outbox.push_snapshot(snapshot("tick 1"), Instant::now()));
+        assert!(outbox.push("chat".into()));
+        assert!(!outbox.push_snapshot(snapshot("tick 2"), Instant::now()), "replaced, not queued");
+        let order: Vec<String> = [outbox.next().await, outbox.next().await, outbox.next().await]
+            .into_iter()
+            .map(frame_of)
+            .collect();
+        assert_eq!(order, ["pong", "tick 2", "chat"]);
+        assert!(outbox.push_snapshot(snapshot("tick 3"), Instant::now()));
+        for tick in 4..8 {
+            outbox.push_snapshot(snapshot(&format!("tick {tick}")), Instant::now());
+        }
+        assert!(matches!(outbox.next().await, Outgoing::TooSlow));
     }
 }

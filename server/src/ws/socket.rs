@@ -6,10 +6,10 @@
 //! never stuck behind queued traffic; a connection that cannot take the close frame
 //! at once is aborted instead of waited on.
 
-use super::outbox::{Outbox, Outgoing, frame};
+use super::outbox::{Outbox, Outgoing};
 use crate::app::AppState;
 use crate::auth::extract::{AuthSession, UpgradeToken};
-use crate::game::{CHAT_MAX_CHARS, JoinError, LOBBY, NewMember, RoomHandle};
+use crate::game::{Player, PlayerEnd};
 use crate::limits::TokenBucket;
 use crate::sessions::{CloseOrder, SocketGuard};
 use crate::store;
@@ -21,11 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tether_shared::api::UserView;
 use tether_shared::close;
-use tether_shared::game::direction;
-use tether_shared::ws::{
-    BAD_MESSAGE, BadMessage, ClientMessage, NOT_IN_ROOM, ROOM_FULL, ROOM_UNAVAILABLE, ServerMessage,
-    pong_frame,
-};
+use tether_shared::ws::ServerMessage;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -97,14 +93,13 @@ fn admit(start: Start) -> Result<Admitted, (u16, String)> {
         user: UserView { id: auth.claims.sub, username: auth.claims.name.clone(), role: auth.claims.role },
         server_time: store::now(),
     });
-    let player = Player {
-        id: state.rooms.next_player_id(),
-        name: auth.claims.name.as_str().into(),
-        room: None,
-        outbox: outbox.clone(),
-        bad_frames: 0,
-        max_bad_frames: config.ws_max_bad_frames,
-    };
+    let player = Player::new(
+        auth.claims.sub,
+        &auth.claims.name,
+        state.rooms.clone(),
+        outbox.clone(),
+        config.ws_max_bad_frames,
+    );
     Ok(Admitted { _task: task, _registration: registration, close_order, outbox, player, state })
 }
 
@@ -136,7 +131,14 @@ pub(super) fn run(mut socket: WebSocket, start: Box<Start>) -> impl Future<Outpu
                 outgoing = outbox.next() => match outgoing {
                     // Boxed: a write's state is the largest the loop awaits, and idle
                     // sockets would carry it inline.
-                    Outgoing::Frame(frame) => Box::pin(send_unless_closed(&mut socket, &mut close_order, &outbox, Message::Text(frame))).await,
+                    Outgoing::Frame(frame) => {
+                        let snapshot_of = frame.snapshot_of;
+                        let sent = Box::pin(send_unless_closed(&mut socket, &mut close_order, &outbox, frame.into_message())).await;
+                        if let (Some(ticked_at), Ok(())) = (snapshot_of, &sent) {
+                            metrics::snapshot_sent(ticked_at.elapsed());
+                        }
+                        sent
+                    }
                     Outgoing::TooSlow => Err(SocketEnd::Close(close::POLICY, "slow consumer".into())),
                 },
                 _ = ping.tick() => {
@@ -157,8 +159,8 @@ pub(super) fn run(mut socket: WebSocket, start: Box<Start>) -> impl Future<Outpu
                         match incoming {
                             // Boxed: handling a message (a room join waits on the room) is a
                             // large future, and inline it would sit in every idle socket's task.
-                            Some(Ok(Message::Text(text))) => Box::pin(player.handle(&text, &state)).await,
-                            Some(Ok(Message::Binary(_))) => player.bad(BadMessage("binary frames are not used: send JSON text")),
+                            Some(Ok(Message::Text(text))) => Box::pin(player.handle(&text)).await.map_err(player_end),
+                            Some(Ok(Message::Binary(_))) => player.binary_frame().map_err(player_end),
                             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
                             Some(Ok(Message::Close(_))) => Err(SocketEnd::PeerClosed),
                             Some(Err(error)) if is_too_big(&error) => Err(SocketEnd::Close(close::TOO_BIG, "message too big".into())),
@@ -171,104 +173,11 @@ pub(super) fn run(mut socket: WebSocket, start: Box<Start>) -> impl Future<Outpu
                 break end;
             }
         };
-        if let Some(room) = player.room.take() {
-            room.leave_now(player.id);
-        }
+        // Leaves its room at once, not after the close handshake.
+        drop(player);
         // Boxed, like every path taken once: inline, its state would sit in every
         // idle socket's task.
         Box::pin(finish(socket, end)).await;
-    }
-}
-
-/// The socket's player: its game state and how it answers client messages.
-struct Player {
-    id: u32,
-    name: Arc<str>,
-    room: Option<RoomHandle>,
-    outbox: Arc<Outbox>,
-    bad_frames: u32,
-    max_bad_frames: u32,
-}
-
-impl Player {
-    async fn handle(&mut self, text: &str, state: &AppState) -> Result<(), SocketEnd> {
-        let message = match ClientMessage::decode(text) {
-            Ok(message) => message,
-            Err(bad) => return self.bad(bad),
-        };
-        match message {
-            ClientMessage::Ping { t } => {
-                self.outbox.push(pong_frame(&t).into());
-            }
-            ClientMessage::Join { room } => self.join(room.as_deref().unwrap_or(LOBBY), state).await?,
-            ClientMessage::Leave {} => match self.room.take() {
-                Some(room) => room.leave(self.id).await,
-                None => self.error(NOT_IN_ROOM, "not in a room"),
-            },
-            ClientMessage::Input { seq, dx, dy } => {
-                if direction(dx, dy).is_none() {
-                    return self.bad(BadMessage("input: dx and dy are numbers in [-1, 1]"));
-                }
-                match &self.room {
-                    Some(room) => room.input(self.id, seq, dx, dy),
-                    None => self.error(NOT_IN_ROOM, "join a room first"),
-                }
-            }
-            ClientMessage::Chat { text } => {
-                let text = text.trim();
-                if text.is_empty() || text.chars().count() > CHAT_MAX_CHARS {
-                    return self.bad(BadMessage("chat: text of 1 to 200 characters"));
-                }
-                match &self.room {
-                    Some(room) => room.chat(self.id, text.to_owned()),
-                    None => self.error(NOT_IN_ROOM, "join a room first"),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Enters a room; on success leaves the one it was in, so a full room leaves the
-    /// player where they were.
-    async fn join(&mut self, name: &str, state: &AppState) -> Result<(), SocketEnd> {
-        if self.room.as_ref().is_some_and(|room| &*room.name == name) {
-            return Ok(());
-        }
-        let room = match state.rooms.room(name) {
-            Ok(room) => room,
-            Err(JoinError::BadName) => {
-                return self.bad(BadMessage("room names are 1-32 characters of a-z 0-9 _ -"));
-            }
-            Err(other) => {
-                self.error(ROOM_UNAVAILABLE, &other.to_string());
-                return Ok(());
-            }
-        };
-        let member = NewMember { player: self.id, name: self.name.clone(), outbox: self.outbox.clone() };
-        match room.join(member).await {
-            Ok(()) => {
-                if let Some(previous) = self.room.replace(room) {
-                    previous.leave(self.id).await;
-                }
-            }
-            Err(JoinError::Full) => self.error(ROOM_FULL, "this room is full"),
-            Err(other) => self.error(ROOM_UNAVAILABLE, &other.to_string()),
-        }
-        Ok(())
-    }
-
-    /// Answers a frame it cannot use; too many of them end the socket (1008).
-    fn bad(&mut self, bad: BadMessage) -> Result<(), SocketEnd> {
-        self.bad_frames += 1;
-        if self.bad_frames > self.max_bad_frames {
-            return Err(SocketEnd::Close(close::POLICY, "too many bad frames".into()));
-        }
-        self.error(BAD_MESSAGE, bad.0);
-        Ok(())
-    }
-
-    fn error(&self, code: &str, message: &str) {
-        self.outbox.push(frame(&ServerMessage::Error { code: code.to_owned(), message: message.to_owned() }));
     }
 }
 
@@ -290,6 +199,12 @@ async fn send_unless_closed(
             Ok(sent) => sent.map_err(|_| SocketEnd::Gone),
             Err(_) => Err(SocketEnd::Close(close::POLICY, "slow consumer".into())),
         },
+    }
+}
+
+fn player_end(end: PlayerEnd) -> SocketEnd {
+    match end {
+        PlayerEnd::TooManyBadFrames => SocketEnd::Close(close::POLICY, "too many bad frames".into()),
     }
 }
 
