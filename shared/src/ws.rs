@@ -49,13 +49,6 @@ enum GameMessage {
         encoding: Option<Encoding>,
     },
     Leave {},
-    Input {
-        seq: u32,
-        dx: f32,
-        dy: f32,
-        #[serde(default)]
-        ack: Option<u32>,
-    },
     Ack {
         tick: u32,
     },
@@ -188,6 +181,20 @@ struct Envelope<'a> {
     kind: std::borrow::Cow<'a, str>,
 }
 
+/// `input` read in one pass: an internally tagged enum buffers every field first,
+/// and inputs are most of what the server reads.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputFields {
+    #[serde(rename = "type")]
+    _kind: serde::de::IgnoredAny,
+    seq: u32,
+    dx: f32,
+    dy: f32,
+    #[serde(default)]
+    ack: Option<u32>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PingFields {
@@ -212,10 +219,16 @@ impl ClientMessage {
                 }
                 Ok(ClientMessage::Ping { t: fields.t })
             }
-            "join" | "leave" | "input" | "ack" | "chat" => match serde_json::from_str::<GameMessage>(text) {
+            "input" => serde_json::from_str::<InputFields>(text)
+                .map(|InputFields { seq, dx, dy, ack, .. }| ClientMessage::Input { seq, dx, dy, ack })
+                .map_err(|_| {
+                    BadMessage(
+                        "input takes `seq` (a whole number), `dx`, `dy` (numbers) and an optional `ack`",
+                    )
+                }),
+            "join" | "leave" | "ack" | "chat" => match serde_json::from_str::<GameMessage>(text) {
                 Ok(GameMessage::Join { room, encoding }) => Ok(ClientMessage::Join { room, encoding }),
                 Ok(GameMessage::Leave {}) => Ok(ClientMessage::Leave {}),
-                Ok(GameMessage::Input { seq, dx, dy, ack }) => Ok(ClientMessage::Input { seq, dx, dy, ack }),
                 Ok(GameMessage::Ack { tick }) => Ok(ClientMessage::Ack { tick }),
                 Ok(GameMessage::Chat { text }) => Ok(ClientMessage::Chat { text }),
                 Err(_) => Err(BadMessage(match envelope.kind.as_ref() {

@@ -50,11 +50,12 @@ pub struct Interest {
     current: Vec<Vec<PlayerEntry>>,
     /// The views sent at each recent tick, of the cells that had a viewer.
     sent: VecDeque<(u64, HashMap<Cell, Arc<View>>)>,
+    spare: Vec<PlayerEntry>,
 }
 
 impl Default for Interest {
     fn default() -> Interest {
-        Interest { current: vec![Vec::new(); COLUMNS * ROWS], sent: VecDeque::new() }
+        Interest { current: vec![Vec::new(); COLUMNS * ROWS], sent: VecDeque::new(), spare: Vec::new() }
     }
 }
 
@@ -69,10 +70,13 @@ impl Interest {
         viewers: impl IntoIterator<Item = Cell>,
     ) {
         let cells: Vec<Cell> = players.iter().map(|player| cell_of(player.x, player.y)).collect();
+        // Each cell's list is rebuilt into the previous cell's old one: no allocation
+        // once the room's size is steady.
+        let mut updated = std::mem::take(&mut self.spare);
         for (viewer, known) in self.current.iter_mut().enumerate() {
             let viewer = viewer as Cell;
+            updated.clear();
             let mut old = known.iter().peekable();
-            let mut updated = Vec::with_capacity(players.len());
             for (player, &cell) in players.iter().zip(&cells) {
                 while old.next_if(|entry| entry.id < player.id).is_some() {}
                 let previous = old.next_if(|entry| entry.id == player.id);
@@ -82,8 +86,9 @@ impl Interest {
                     _ => *player,
                 });
             }
-            *known = updated;
+            std::mem::swap(known, &mut updated);
         }
+        self.spare = updated;
         let mut views = HashMap::new();
         for viewer in viewers {
             views.entry(viewer).or_insert_with(|| {

@@ -43,14 +43,15 @@ pub enum JoinError {
 }
 
 pub(super) enum Command {
-    Join {
-        member: NewMember,
-        answer: oneshot::Sender<Result<(), JoinError>>,
-    },
-    Leave {
-        player: u32,
-        answer: Option<oneshot::Sender<()>>,
-    },
+    Join { member: NewMember, answer: oneshot::Sender<Result<(), JoinError>> },
+    Leave { player: u32, answer: Option<oneshot::Sender<()>> },
+    Chat { player: u32, text: String },
+}
+
+/// What a player sends each tick, kept for the room's next tick rather than sent
+/// as a command: 20 inputs a second from each of thousands of players would wake
+/// the room's task as often, for work that waits for the tick anyway.
+enum Control {
     Input {
         player: u32,
         seq: u32,
@@ -62,10 +63,28 @@ pub(super) enum Command {
         player: u32,
         tick: u32,
     },
-    Chat {
-        player: u32,
-        text: String,
-    },
+}
+
+/// Controls one tick may gather; past this a flood loses its newest (the world
+/// keeps only a few inputs per player anyway).
+const MAX_CONTROLS_PER_TICK: usize = 16_384;
+
+#[derive(Default)]
+struct Controls(std::sync::Mutex<Vec<Control>>);
+
+impl Controls {
+    fn push(&self, control: Control) {
+        let mut controls = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if controls.len() < MAX_CONTROLS_PER_TICK {
+            controls.push(control);
+        }
+    }
+
+    /// Everything gathered since the last take, leaving `spare`'s memory in its place.
+    fn take(&self, spare: &mut Vec<Control>) {
+        let mut controls = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::swap(&mut *controls, spare);
+    }
 }
 
 /// A room as sockets see it: a way to send it commands.
@@ -78,6 +97,7 @@ pub struct RoomHandle {
     // the room drains commands as they come, and per-socket message limits bound
     // what any one client can put in.
     commands: mpsc::UnboundedSender<Command>,
+    controls: Arc<Controls>,
 }
 
 impl RoomHandle {
@@ -89,6 +109,7 @@ impl RoomHandle {
     ) -> RoomHandle {
         let settings = registry.settings();
         let (commands, inbox) = mpsc::unbounded_channel();
+        let controls = Arc::new(Controls::default());
         let tick_rate = settings.tick_rate.max(1);
         let room = Room {
             id,
@@ -100,11 +121,13 @@ impl RoomHandle {
             members: HashMap::new(),
             world: World::new(tick_rate, rand::random()),
             interest: Interest::default(),
+            controls: controls.clone(),
+            gathered: Vec::new(),
             registry: registry.clone(),
         };
         crate::telemetry::metrics::room_started();
         tokio::spawn(room.run(inbox));
-        RoomHandle { id, name, commands }
+        RoomHandle { id, name, commands, controls }
     }
 
     /// Enters the room; the room itself sends `joined` (and then snapshots) to the outbox.
@@ -130,12 +153,14 @@ impl RoomHandle {
         let _ = self.commands.send(Command::Leave { player, answer: None });
     }
 
+    /// An input for the next tick.
     pub fn input(&self, player: u32, seq: u32, dx: f32, dy: f32) {
-        let _ = self.commands.send(Command::Input { player, seq, dx, dy });
+        self.controls.push(Control::Input { player, seq, dx, dy });
     }
 
+    /// The newest binary frame the player applied, for its next frame's baseline.
     pub fn ack(&self, player: u32, tick: u32) {
-        let _ = self.commands.send(Command::Ack { player, tick });
+        self.controls.push(Control::Ack { player, tick });
     }
 
     pub fn chat(&self, player: u32, text: String) {
@@ -173,6 +198,9 @@ struct Room {
     members: HashMap<u32, Member>,
     world: World,
     interest: Interest,
+    controls: Arc<Controls>,
+    /// The controls being applied, and their memory between ticks.
+    gathered: Vec<Control>,
     registry: Arc<Registry>,
 }
 
@@ -249,14 +277,6 @@ impl Room {
                     let _ = answer.send(());
                 }
             }
-            Command::Input { player, seq, dx, dy } => {
-                self.world.queue_input(player, seq, dx, dy);
-            }
-            Command::Ack { player, tick } => {
-                if let Some(member) = self.members.get_mut(&player) {
-                    member.acked = tick;
-                }
-            }
             Command::Chat { player, text } => self.chat(player, text),
         }
     }
@@ -326,8 +346,26 @@ impl Room {
         });
     }
 
+    /// Applies what the players sent since the last tick, in the order it came.
+    fn apply_controls(&mut self) {
+        self.controls.take(&mut self.gathered);
+        for control in self.gathered.drain(..) {
+            match control {
+                Control::Input { player, seq, dx, dy } => {
+                    self.world.queue_input(player, seq, dx, dy);
+                }
+                Control::Ack { player, tick } => {
+                    if let Some(member) = self.members.get_mut(&player) {
+                        member.acked = tick;
+                    }
+                }
+            }
+        }
+    }
+
     fn tick(&mut self) {
         let started = std::time::Instant::now();
+        self.apply_controls();
         self.world.advance();
         let json_members = self.members.values().filter(|member| member.encoding == Encoding::Json).count();
         if json_members > 0 {
