@@ -111,7 +111,8 @@ pub struct Config {
     #[arg(long, env = "TETHER_ARGON2_ITERATIONS", default_value_t = 2)]
     pub argon2_iterations: u32,
 
-    /// Frames a socket may have queued for sending before it counts as a slow consumer.
+    /// Frames a socket may have queued for sending before it counts as a slow consumer
+    /// (at least twice the room capacity, so that a room's presence burst fits).
     #[arg(long, env = "TETHER_WS_OUTBOUND_QUEUE", default_value_t = 64)]
     pub ws_outbound_queue: usize,
 

@@ -87,7 +87,10 @@ fn admit(start: Start) -> Result<Admitted, (u16, String)> {
         Ok(None) => return Err((close::POLICY, "too many sockets".to_owned())),
         Err(problem) => return Err((problem.close_code(), problem.close_reason())),
     };
-    let outbox = Arc::new(Outbox::new(config.ws_outbound_queue, config.ws_slow_consumer_drops));
+    // Room-wide bursts must fit: a full room joining at once is one presence frame per
+    // player, and that reader is not slow. The queue holds memory only while it is full.
+    let queue = config.ws_outbound_queue.max(2 * config.room_capacity as usize);
+    let outbox = Arc::new(Outbox::new(queue, config.ws_slow_consumer_drops));
     outbox.push_message(&ServerMessage::Welcome {
         session_id: auth.claims.sid,
         user: UserView { id: auth.claims.sub, username: auth.claims.name.clone(), role: auth.claims.role },
@@ -122,12 +125,16 @@ pub(super) fn run(mut socket: WebSocket, start: Box<Start>) -> impl Future<Outpu
         let first_ping = ping_every.mul_f32(rand::random_range(0.5..1.5));
         let mut ping = tokio::time::interval_at(Instant::now() + first_ping, ping_every);
         let mut heard_at = Instant::now();
+        // Pinned once: a fresh `cancelled()` each turn would take the token's lock
+        // twice for every frame in and out.
+        let shutdown = state.shutdown.cancelled();
+        tokio::pin!(shutdown);
 
         let end = loop {
             let outcome = tokio::select! {
                 biased;
                 order = &mut close_order => Err(order.map_or(SocketEnd::Gone, SocketEnd::Ordered)),
-                _ = state.shutdown.cancelled() => Err(SocketEnd::Close(close::GOING_AWAY, shutdown_reason())),
+                _ = &mut shutdown => Err(SocketEnd::Close(close::GOING_AWAY, shutdown_reason())),
                 outgoing = outbox.next() => match outgoing {
                     // Boxed: a write's state is the largest the loop awaits, and idle
                     // sockets would carry it inline.
