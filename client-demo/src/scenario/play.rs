@@ -337,9 +337,14 @@ impl<'a> Player<'a> {
         let second = Duration::from_secs(1);
         let mut pings = tokio::time::interval_at(Instant::now() + second.mul_f64(rand::random()), second);
         pings.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        // Pinned once: a fresh `cancelled()` each turn would register with the
+        // token's lock anew for every frame.
+        let stop = self.shared.stop.clone();
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
-                _ = self.shared.stop.cancelled() => return None,
+                _ = &mut stopped => return None,
                 frame = ws.next() => {
                     if let Some(Ok(message)) = &frame {
                         self.receive(message);
