@@ -283,7 +283,11 @@ impl Room {
 
     fn join(&mut self, member: NewMember) -> Result<(), JoinError> {
         if let Some(already) = self.members.get_mut(&member.player) {
-            already.encoding = member.encoding;
+            if already.encoding != member.encoding {
+                // What it acknowledged before belongs to the other encoding's frames.
+                (already.encoding, already.acked) = (member.encoding, 0);
+                already.sent.clear();
+            }
             return Ok(());
         }
         if self.members.len() as u32 >= self.capacity {

@@ -85,7 +85,7 @@ fn openapi_json() {}
 fn game_page() {}
 
 #[utoipa::path(get, path = "/{asset}", tag = "pages",
-    params(("asset" = String, Path, description = "game.js, game.css or tether-client.js")),
+    params(("asset" = String, Path, description = "game.js and its modules (game-net.js, game-snapshots.js, game-prediction.js, game-render.js, game-panels.js), game.css or tether-client.js")),
     responses(
         (status = 200, description = "a script or stylesheet of the game", body = String),
         (status = 404, description = "no such asset", body = ErrorBody),
