@@ -184,8 +184,8 @@ on_both_backends! {
         let mut stuck = app.slow_reader_ws(&player.access_token).await;
         stuck.send_json(json!({"type": "join", "room": "jam"})).await;
         // From here `stuck` reads nothing. Each tick queues it a snapshot: the first few
-        // fill the kernel buffers (a few KiB each way) and stall its writes; every one
-        // after that waits in its queue, which is full well before this many ticks.
+        // fill the kernel buffers (a few KiB each way) and stall its writes; after that
+        // each replaces the one waiting unsent in its queue, for this many ticks.
         let arrived = watching.next_matching("the stuck player's arrival", |m| m["type"] == "presence").await;
         assert_eq!(arrived["player"]["name"], player.username.as_str());
         let first = watching.next_of_type("snapshot").await["tick"].as_u64().unwrap();

@@ -106,8 +106,9 @@ impl Outbox {
         if let Some(unsent) = frames.iter_mut().find(|queued| queued.snapshot_of.is_some()) {
             *unsent = frame;
             drop(frames);
-            let limit = self.capacity as u32 + self.drop_limit;
-            if self.replaced_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 > limit {
+            // Saturating: `--ws-slow-consumer-drops` may be as large as a u32 goes.
+            let limit = (self.capacity as u32).saturating_add(self.drop_limit);
+            if self.replaced_in_a_row.fetch_add(1, Ordering::Relaxed).saturating_add(1) > limit {
                 self.slow.store(true, Ordering::Release);
                 self.wake.notify_one();
             }
@@ -131,7 +132,7 @@ impl Outbox {
     }
 
     fn count_drop(&self) {
-        if self.consecutive_drops.fetch_add(1, Ordering::Relaxed) + 1 > self.drop_limit {
+        if self.consecutive_drops.fetch_add(1, Ordering::Relaxed).saturating_add(1) > self.drop_limit {
             self.slow.store(true, Ordering::Release);
             self.wake.notify_one();
         }
@@ -221,6 +222,15 @@ mod tests {
 
     /// A hundred players joining one room at once: more presence frames than the
     /// queue holds, while the socket writes. Drops, but no slow consumer.
+    #[test]
+    fn the_largest_drop_limit_does_not_overflow() {
+        let outbox = Outbox::new(8, u32::MAX);
+        for tick in 0..4 {
+            outbox.push_snapshot(Payload::Text(format!("tick {tick}").into()), Instant::now());
+        }
+        assert!(!outbox.slow.load(Ordering::Acquire));
+    }
+
     #[tokio::test]
     async fn a_burst_into_a_queue_that_is_being_written_is_not_a_slow_consumer() {
         let outbox = Outbox::new(4, 3);
