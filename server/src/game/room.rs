@@ -385,6 +385,9 @@ impl Room {
         }
         if json_members < self.members.len() {
             self.send_binary(started);
+        } else {
+            // No one takes binary frames: views kept now would be stale for the next one who does.
+            self.interest.clear();
         }
         crate::telemetry::metrics::tick(started.elapsed());
     }
