@@ -1,4 +1,4 @@
-// Helpers for the game page scenarios (game_two_players, game_revoked, game_reload).
+// Helpers for the game page scenarios (game_two_players, game_binary, game_revoked, game_reload).
 // The browser side (launch, deadline, failure report) is lib.mjs; this file adds what
 // the game page needs: fresh users, logging in through the form, reading
 // window.tetherDebug, and a few API calls made from Node.
@@ -188,4 +188,38 @@ export function logLines(name, log) {
   lines.push(`${name} page logged: ${all.length ? '' : 'nothing of note'}`);
   for (const entry of all) lines.push(`  ${entry}`);
   return lines;
+}
+
+/**
+ * Holds a movement key on `mover`'s page until `watcher`'s page sees that player 20 units
+ * from where it saw it before; the key goes away from the nearest wall, so a player that
+ * spawned against one still moves. Returns the key and both positions.
+ */
+export async function moveAndWatch(mover, moverName, moverId, watcher, watcherName) {
+  const before = (await debugOf(watcher)).players[moverId];
+  const own = (await debugOf(mover)).players[moverId];
+  // Away from the nearest wall, along the axis with the most room.
+  const room = [
+    ['ArrowRight', 800 - own.x],
+    ['ArrowLeft', own.x],
+    ['ArrowDown', 600 - own.y],
+    ['ArrowUp', own.y],
+  ].sort((a, b) => b[1] - a[1]);
+  const key = room[0][0];
+  await mover.locator('#game-canvas').click(); // give the world the keyboard
+  await mover.keyboard.down(key);
+  try {
+    const moved = await waitForDebug(
+      watcher,
+      `${watcherName} sees ${moverName} move (holding ${key}, from ${before.x.toFixed(1)},${before.y.toFixed(1)})`,
+      (debug, arg) => {
+        const p = debug.players[arg.id];
+        return p && Math.hypot(p.x - arg.x, p.y - arg.y) >= 20 ? p : null;
+      },
+      { id: moverId, x: before.x, y: before.y },
+    );
+    return { key, before, moved };
+  } finally {
+    await bounded(mover.keyboard.up(key), 2_000, 'release the key').catch(() => {});
+  }
 }

@@ -22,6 +22,7 @@ import {
   enterThroughForm,
   freshName,
   logLines,
+  moveAndWatch,
   newPlayerPage,
   waitForDebug,
 } from './game_lib.mjs';
@@ -68,37 +69,8 @@ await runScenario(
       await waitForDebug(pageB, `B sees A (player ${idA})`, (debug, id) => debug.players[id], idA);
     });
 
-    const move = async (mover, moverName, moverId, watcher, watcherName) => {
-      const before = (await debugOf(watcher)).players[moverId];
-      const own = (await debugOf(mover)).players[moverId];
-      // Away from the nearest wall, along the axis with the most room.
-      const room = [
-        ['ArrowRight', 800 - own.x],
-        ['ArrowLeft', own.x],
-        ['ArrowDown', 600 - own.y],
-        ['ArrowUp', own.y],
-      ].sort((a, b) => b[1] - a[1]);
-      const key = room[0][0];
-      await mover.locator('#game-canvas').click(); // give the world the keyboard
-      await mover.keyboard.down(key);
-      try {
-        const moved = await waitForDebug(
-          watcher,
-          `${watcherName} sees ${moverName} move (holding ${key}, from ${before.x.toFixed(1)},${before.y.toFixed(1)})`,
-          (debug, arg) => {
-            const p = debug.players[arg.id];
-            return p && Math.hypot(p.x - arg.x, p.y - arg.y) >= 20 ? p : null;
-          },
-          { id: moverId, x: before.x, y: before.y },
-        );
-        return { key, before, moved };
-      } finally {
-        await bounded(mover.keyboard.up(key), 2_000, 'release the key').catch(() => {});
-      }
-    };
-
-    const a = await step("A holds a key; B's page sees A move", () => move(pageA, 'A', idA, pageB, 'B'));
-    const b = await step("B holds a key; A's page sees B move", () => move(pageB, 'B', idB, pageA, 'A'));
+    const a = await step("A holds a key; B's page sees A move", () => moveAndWatch(pageA, 'A', idA, pageB, 'B'));
+    const b = await step("B holds a key; A's page sees B move", () => moveAndWatch(pageB, 'B', idB, pageA, 'A'));
 
     await step("once both stop, A's prediction, the server and B agree on where A is", async () => {
       const settled = await waitForDebug(
