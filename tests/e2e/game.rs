@@ -305,3 +305,50 @@ async fn one_user_cycling_room_names_cannot_use_up_the_rooms_and_an_empty_room_e
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A room filling at once sends each member one presence frame per arrival. A member
+/// that reads nothing meanwhile (a tab in the background, a phone on a slow link) gets
+/// every arrival once it reads again, and is not closed 1008 for the burst: with a
+/// 64-frame queue, 99 arrivals behind a stalled write closed it as a slow consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_reading_while_a_room_of_100_fills_gets_every_arrival_and_stays() {
+    const PLAYERS: usize = 100;
+    let app = spawn_with(TestDb::sqlite(), |config| {
+        config.room_capacity = PLAYERS as u32;
+        config.tcp_send_buffer_bytes = Some(4096);
+    })
+    .await;
+    let mut logins = Vec::new();
+    for _ in 0..PLAYERS {
+        logins.push(app.new_player().await);
+    }
+    let mut paused = app.slow_reader_ws(&logins[0].access_token).await;
+    paused.send_json(json!({"type": "join", "room": "party"})).await;
+    // From here `paused` reads nothing while the others arrive. Pongs echo `t` as
+    // written: three of 12,000 digits fill its kernel buffers, so its writes stall now.
+    let digits = "7".repeat(12_000);
+    for _ in 0..3 {
+        paused.send_text(&format!(r#"{{"type":"ping","t":{digits}}}"#)).await;
+    }
+    let mut others = Vec::new();
+    for login in &logins[1..] {
+        others.push(in_room(&app, login, "party").await.0);
+    }
+    // A close (1008 slow consumer) instead of a frame fails `next_text`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut arrived = std::collections::HashSet::new();
+    let mut snapshot_after = false;
+    while arrived.len() < PLAYERS - 1 || !snapshot_after {
+        assert!(tokio::time::Instant::now() < deadline, "{} of {} arrivals seen", arrived.len(), PLAYERS - 1);
+        let text = paused.next_text().await;
+        if text.starts_with(r#"{"type":"pong""#) {
+            continue; // too long a number for serde_json, and not what this is about
+        }
+        let message: Value = serde_json::from_str(&text).unwrap();
+        if message["type"] == "presence" && message["event"] == "join" {
+            arrived.insert(message["player"]["name"].as_str().unwrap().to_owned());
+        }
+        snapshot_after = arrived.len() == PLAYERS - 1 && message["type"] == "snapshot";
+    }
+    drop(others);
+}
