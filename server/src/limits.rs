@@ -3,7 +3,8 @@
 //! - failed logins per (address, username) and per address across usernames, with an
 //!   optional ceiling per username across addresses; a right password is never
 //!   counted, and it clears its own pair;
-//! - registrations, refreshes and socket upgrades per address;
+//! - registrations, refreshes and socket upgrades per address (and, with the same
+//!   keyed buckets, room creations per user: [`crate::game::Rooms`]);
 //! - and a token bucket for one owner's own messages (a socket's frames, a player's
 //!   chat lines).
 
@@ -127,7 +128,7 @@ impl LoginAttempt<'_> {
 }
 
 /// Keyed token buckets: `burst` tokens, refilled at `burst` per `period`.
-struct Buckets<K> {
+pub(crate) struct Buckets<K> {
     map: DashMap<K, Bucket>,
     burst: f64,
     per_second: f64,
@@ -140,7 +141,8 @@ struct Bucket {
 }
 
 impl<K: Hash + Eq> Buckets<K> {
-    fn new(burst: u32, period: Duration) -> Option<Buckets<K>> {
+    /// None when `burst` is 0: the limit is off.
+    pub(crate) fn new(burst: u32, period: Duration) -> Option<Buckets<K>> {
         (burst > 0).then(|| Buckets {
             map: DashMap::new(),
             burst: f64::from(burst),
@@ -158,7 +160,7 @@ impl<K: Hash + Eq> Buckets<K> {
         Duration::from_secs_f64(((1.0 - bucket.tokens) / self.per_second).max(0.0))
     }
 
-    fn forget_full(&self) {
+    pub(crate) fn forget_full(&self) {
         let now = Instant::now();
         self.map.retain(|_, bucket| self.refilled(*bucket, now).tokens < self.burst);
         self.map.shrink_to_fit();
@@ -182,7 +184,7 @@ fn spend<K: Hash + Eq>(buckets: &Option<Buckets<K>>, key: K) {
 }
 
 /// Spends a token, or answers 429 with when to retry.
-fn take<K: Hash + Eq + Clone>(buckets: &Option<Buckets<K>>, key: &K) -> Result<(), ApiError> {
+pub(crate) fn take<K: Hash + Eq + Clone>(buckets: &Option<Buckets<K>>, key: &K) -> Result<(), ApiError> {
     let Some(buckets) = buckets else { return Ok(()) };
     let now = Instant::now();
     let mut entry = buckets.map.entry(key.clone()).or_insert(Bucket { tokens: buckets.burst, at: now });
@@ -211,12 +213,6 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn new(burst: u32, per_second: f32) -> TokenBucket {
         TokenBucket { tokens: burst as f32, refilled_at: Instant::now(), burst: burst as f32, per_second }
-    }
-
-    /// Whether it has refilled completely: keeping it would limit nothing.
-    pub fn is_full(&self) -> bool {
-        let earned = self.refilled_at.elapsed().as_secs_f32() * self.per_second;
-        self.tokens + earned >= self.burst
     }
 
     /// Takes one token; false when none is left.

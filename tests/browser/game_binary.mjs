@@ -26,6 +26,7 @@ import {
   freshName,
   logLines,
   moveAndWatch,
+  seeEachOther,
   newPlayerPage,
   waitForDebug,
 } from './game_lib.mjs';
@@ -82,10 +83,7 @@ await runScenario(
 
     const { you: idA, binaryFrames: framesAfterLogins } = await debugOf(pageA);
     const idB = (await debugOf(pageB)).you;
-    await step('each page sees the other player in the lobby', async () => {
-      await waitForDebug(pageA, `A sees B (player ${idB})`, (debug, id) => debug.players[id], idB);
-      await waitForDebug(pageB, `B sees A (player ${idA})`, (debug, id) => debug.players[id], idA);
-    });
+    await step('each page sees the other player in the lobby', () => seeEachOther(pageA, idA, pageB, idB));
 
     const a = await step("A holds a key; B's page sees A move", () => moveAndWatch(pageA, 'A', idA, pageB, 'B'));
     const b = await step("B holds a key; A's page sees B move", () => moveAndWatch(pageB, 'B', idB, pageA, 'A'));

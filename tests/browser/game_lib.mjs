@@ -223,3 +223,9 @@ export async function moveAndWatch(mover, moverName, moverId, watcher, watcherNa
     await bounded(mover.keyboard.up(key), 2_000, 'release the key').catch(() => {});
   }
 }
+
+/** Both pages have the other page's player in their view. */
+export async function seeEachOther(pageA, idA, pageB, idB) {
+  await waitForDebug(pageA, `A sees B (player ${idB})`, (debug, id) => debug.players[id], idB);
+  await waitForDebug(pageB, `B sees A (player ${idA})`, (debug, id) => debug.players[id], idA);
+}

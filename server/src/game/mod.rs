@@ -11,7 +11,7 @@ pub mod world;
 pub use player::{Player, PlayerEnd};
 pub use room::{CHAT_MAX_CHARS, JoinError, RoomHandle};
 
-use crate::limits::TokenBucket;
+use crate::limits::{self, Buckets};
 use crate::ws::outbox::Outbox;
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ pub(crate) struct Registry {
     rooms: DashMap<Arc<str>, RoomHandle>,
     /// Live rooms by the user who created them.
     created_by: DashMap<UserId, u32>,
-    creations: DashMap<UserId, TokenBucket>,
+    creations: Option<Buckets<UserId>>,
     next_player_id: AtomicU32,
     next_room_id: AtomicU64,
     settings: RoomSettings,
@@ -53,10 +53,11 @@ pub(crate) struct Registry {
 
 impl Rooms {
     pub fn new(settings: RoomSettings) -> Rooms {
+        let creations = Buckets::new(settings.room_creations_per_user_per_minute, Duration::from_secs(60));
         Rooms(Arc::new(Registry {
             rooms: DashMap::new(),
             created_by: DashMap::new(),
-            creations: DashMap::new(),
+            creations,
             next_player_id: AtomicU32::new(1),
             next_room_id: AtomicU64::new(1),
             settings,
@@ -83,20 +84,11 @@ impl Rooms {
         }
         let creator = (name != LOBBY).then_some(user);
         if let Some(user) = creator {
-            let live = self.0.created_by.get(&user).map_or(0, |count| *count);
-            if settings.max_rooms_per_user > 0 && live >= settings.max_rooms_per_user {
+            if settings.max_rooms_per_user > 0 && self.created_by(user) >= settings.max_rooms_per_user {
                 return Err(JoinError::TooManyOfYours);
             }
-            if settings.room_creations_per_user_per_minute > 0 {
-                let per_minute = settings.room_creations_per_user_per_minute;
-                let mut bucket = self
-                    .0
-                    .creations
-                    .entry(user)
-                    .or_insert_with(|| TokenBucket::new(per_minute, per_minute as f32 / 60.0));
-                if !bucket.take() {
-                    return Err(JoinError::CreatingTooFast);
-                }
+            if limits::take(&self.0.creations, &user).is_err() {
+                return Err(JoinError::CreatingTooFast);
             }
         }
         let name: Arc<str> = name.into();
@@ -131,7 +123,9 @@ impl Rooms {
 
     /// Drops the creation allowances that have refilled: they limit nothing.
     pub fn forget_idle(&self) {
-        self.0.creations.retain(|_, bucket| !bucket.is_full());
+        if let Some(creations) = &self.0.creations {
+            creations.forget_full();
+        }
     }
 }
 

@@ -69,12 +69,7 @@ impl Player {
                     return self.bad(BadMessage("input: dx and dy are numbers in [-1, 1]"));
                 }
                 match &self.room {
-                    Some(room) => {
-                        if let Some(tick) = ack {
-                            room.ack(self.id, tick);
-                        }
-                        room.input(self.id, seq, dx, dy);
-                    }
+                    Some(room) => room.input(self.id, seq, dx, dy, ack),
                     None => self.error(NOT_IN_ROOM, "join a room first"),
                 }
             }

@@ -52,17 +52,10 @@ pub(super) enum Command {
 /// as a command: 20 inputs a second from each of thousands of players would wake
 /// the room's task as often, for work that waits for the tick anyway.
 enum Control {
-    Input {
-        player: u32,
-        seq: u32,
-        dx: f32,
-        dy: f32,
-    },
-    /// The newest binary frame a player has applied.
-    Ack {
-        player: u32,
-        tick: u32,
-    },
+    /// `ack`: the newest binary frame the player has applied, if it said.
+    Input { player: u32, seq: u32, dx: f32, dy: f32, ack: Option<u32> },
+    /// The newest binary frame a player has applied, without an input.
+    Ack { player: u32, tick: u32 },
 }
 
 /// Controls one tick may gather; past this a flood loses its newest (the world
@@ -153,9 +146,10 @@ impl RoomHandle {
         let _ = self.commands.send(Command::Leave { player, answer: None });
     }
 
-    /// An input for the next tick.
-    pub fn input(&self, player: u32, seq: u32, dx: f32, dy: f32) {
-        self.controls.push(Control::Input { player, seq, dx, dy });
+    /// An input for the next tick, with the acknowledgement it carried: one push, so
+    /// the most common message takes the room's lock once.
+    pub fn input(&self, player: u32, seq: u32, dx: f32, dy: f32, ack: Option<u32>) {
+        self.controls.push(Control::Input { player, seq, dx, dy, ack });
     }
 
     /// The newest binary frame the player applied, for its next frame's baseline.
@@ -352,18 +346,25 @@ impl Room {
 
     /// Applies what the players sent since the last tick, in the order it came.
     fn apply_controls(&mut self) {
-        self.controls.take(&mut self.gathered);
-        for control in self.gathered.drain(..) {
+        let mut gathered = std::mem::take(&mut self.gathered);
+        self.controls.take(&mut gathered);
+        for control in gathered.drain(..) {
             match control {
-                Control::Input { player, seq, dx, dy } => {
+                Control::Input { player, seq, dx, dy, ack } => {
                     self.world.queue_input(player, seq, dx, dy);
-                }
-                Control::Ack { player, tick } => {
-                    if let Some(member) = self.members.get_mut(&player) {
-                        member.acked = tick;
+                    if let Some(tick) = ack {
+                        self.acknowledge(player, tick);
                     }
                 }
+                Control::Ack { player, tick } => self.acknowledge(player, tick),
             }
+        }
+        self.gathered = gathered;
+    }
+
+    fn acknowledge(&mut self, player: u32, tick: u32) {
+        if let Some(member) = self.members.get_mut(&player) {
+            member.acked = tick;
         }
     }
 
@@ -511,7 +512,7 @@ mod tests {
         assert_eq!(joined["players"].as_array().unwrap().len(), 2);
         assert_eq!(room.join(carol).await, Err(JoinError::Full));
 
-        room.input(1, 1, 1.0, 0.0);
+        room.input(1, 1, 1.0, 0.0, None);
         let from_alice = loop {
             let frame = next(&mut alice_frames).await;
             if frame["type"] == "snapshot" && frame["players"][0]["ack"] == 1 {
@@ -571,8 +572,7 @@ mod tests {
             (tick, view) = snapshot::apply(&base, &bytes).unwrap();
             held.insert(tick, view.clone());
             baselines.push((tick, baseline));
-            room.input(1, tick, 1.0, 0.0);
-            room.ack(1, tick);
+            room.input(1, tick, 1.0, 0.0, Some(tick));
         }
         assert_eq!(baselines[0].1, 0, "the first frame is a full view");
         assert!(baselines[1..].iter().all(|&(_, baseline)| baseline != 0), "then deltas: {baselines:?}");
