@@ -585,6 +585,28 @@ mod tests {
         }
     }
 
+    /// An acknowledgement of a tick this member was never sent (a future one, a
+    /// made-up one) or 0 cannot name a baseline: the next frame is a full view, never a
+    /// delta from a view the client does not hold.
+    #[tokio::test]
+    async fn an_acknowledgement_of_a_frame_never_sent_gets_a_full_view() {
+        let room = Rooms::new(settings(8)).room("lies", user()).unwrap();
+        let (alice, frames) = member_with(1, "alice", Encoding::Binary);
+        room.join(alice).await.unwrap();
+        // Alice never acknowledges a frame she got, so every frame must be a full view.
+        for claimed in [u32::MAX, 0, 1 << 20] {
+            room.ack(1, claimed);
+            for _ in 0..3 {
+                let bytes = loop {
+                    if let Payload::Binary(bytes) = next_payload(&frames).await {
+                        break bytes;
+                    }
+                };
+                assert_eq!(snapshot::header(&bytes).unwrap().1, 0, "after an ack of {claimed}");
+            }
+        }
+    }
+
     /// Cycling through room names cannot take rooms from others: one user's live
     /// rooms are capped, an empty room ends after the grace, and its name is free again.
     #[tokio::test(start_paused = true)]
