@@ -29,11 +29,15 @@ pub enum Scenario {
     Play(PlayArgs),
     /// N sockets over S sessions, then revoke the sessions; time from request to close frame.
     Revoke(RevokeArgs),
-    /// `GET /api/me` at a fixed concurrency for a while (and `GET /healthz` to compare).
+    /// `GET /api/me` (or `POST /api/auth/introspect`) at a fixed concurrency for a while
+    /// (and `GET /healthz` to compare).
     Http(HttpArgs),
     /// Honest logins and logouts, first alone, then beside slowloris connections, a
     /// connection flood and a refresh flood from another address: how their latency moves.
     Hostile(HostileArgs),
+    /// Revocation feed delivery latency across nodes: N logouts on one node, each timed
+    /// to its `revoked` event on another node's revocation stream.
+    Feed(FeedArgs),
 }
 
 impl Scenario {
@@ -44,6 +48,7 @@ impl Scenario {
             Scenario::Revoke(args) => &args.common,
             Scenario::Http(args) => &args.common,
             Scenario::Hostile(args) => &args.common,
+            Scenario::Feed(args) => &args.common,
         }
     }
 }
@@ -87,7 +92,8 @@ pub struct Common {
     pub register: bool,
 
     /// Length of the measured phase: hold time (connect), play time (play), HTTP phase
-    /// (http), longest wait for the close frames after the last revoke (revoke).
+    /// (http), longest wait for the close frames after the last revoke (revoke); feed
+    /// does not use it.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
@@ -219,9 +225,80 @@ pub struct HttpArgs {
     /// Sessions (logins) whose tokens the workers use, round robin.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub sessions: u32,
-    /// Also run `GET /healthz` the same way, after `/api/me`, and print the ratio.
+    /// Also run `GET /healthz` the same way, after the measured endpoint, and print the ratio.
     #[arg(long)]
     pub compare_healthz: bool,
+    /// What the workers ask: `me` (`GET /api/me` with a bot's Bearer token) or
+    /// `introspect` (`POST /api/auth/introspect` of a bot's token, with --client-id and
+    /// --client-secret), what another service pays to check a token.
+    #[arg(long, value_enum, default_value_t = Endpoint::Me)]
+    pub endpoint: Endpoint,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub service: ServiceCredential,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Me,
+    Introspect,
+}
+
+/// A service credential, for the routes that other services call (introspection, the
+/// revocation stream).
+#[derive(Debug, Args, Serialize)]
+pub struct ServiceCredential {
+    /// The credential's client id, as `tether service create` prints it (or set
+    /// LOADGEN_CLIENT_ID).
+    #[arg(long, env = "LOADGEN_CLIENT_ID", hide_env_values = true)]
+    pub client_id: Option<String>,
+    /// Its client secret (or set LOADGEN_CLIENT_SECRET).
+    #[arg(long, env = "LOADGEN_CLIENT_SECRET", hide_env_values = true)]
+    #[serde(skip)]
+    pub client_secret: Option<String>,
+}
+
+/// Where a service credential comes from, for error messages.
+pub const CREDENTIAL_HOW: &str = "`tether service create --name loadgen --database-url URL` (against the \
+     server's database) prints {\"name\", \"client_id\", \"client_secret\"}";
+
+impl ServiceCredential {
+    /// The id and the secret; an error naming what is missing when either is, since
+    /// every request would otherwise fail 401 `invalid_client`.
+    pub fn require(&self, needed_by: &str) -> anyhow::Result<(String, String)> {
+        let given =
+            |value: &Option<String>| value.as_deref().filter(|text| !text.is_empty()).map(str::to_owned);
+        match (given(&self.client_id), given(&self.client_secret)) {
+            (Some(id), Some(secret)) => Ok((id, secret)),
+            (id, _) => anyhow::bail!(
+                "{needed_by} needs a service credential: {} missing. Pass --client-id and --client-secret \
+                 (or set LOADGEN_CLIENT_ID and LOADGEN_CLIENT_SECRET); {CREDENTIAL_HOW}",
+                if id.is_none() { "--client-id is" } else { "--client-secret is" }
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct FeedArgs {
+    /// Node A, where the bots log in and out [default: --target]; loopback only, like --target.
+    #[arg(long)]
+    pub revoke_on: Option<String>,
+    /// Node B, whose revocation stream is followed [default: --target]; loopback only.
+    #[arg(long)]
+    pub follow_on: Option<String>,
+    /// Sessions logged in on A, then logged out, each a `revoked` event expected on B (N).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub revocations: u32,
+    /// Logouts in flight at once (K).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub batch: u32,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub service: ServiceCredential,
     #[command(flatten)]
     pub common: Common,
 }

@@ -3,15 +3,17 @@
 //!
 //! Scenarios (one subcommand each, see `README.md`): `connect` (authenticated
 //! sockets held open), `play` (rooms, inputs, snapshots, pings), `revoke` (admin
-//! revocation fan-out to close frames) and `http` (`GET /api/me`, optionally against
-//! `GET /healthz`). Every run is bounded in count and in time, and only ever talks to
-//! a loopback address.
+//! revocation fan-out to close frames), `http` (`GET /api/me` or
+//! `POST /api/auth/introspect`, optionally against `GET /healthz`), `hostile` (honest
+//! clients beside attacks) and `feed` (logouts on one node to their events on another
+//! node's revocation stream). Every run is bounded in count and in time, and only ever
+//! talks to loopback addresses.
 //!
 //! Modules: [`cli`] flags, [`target`] the loopback-only server address and source
 //! addresses, [`api`] the HTTP calls, [`bots`] accounts and logins, [`conn`] one
 //! WebSocket connection, [`stats`] histograms and counters, [`report`] the summary
 //! table and the JSON file, [`plot`] the SVG chart, [`progress`] the progress bars,
-//! [`scenario`] the four scenarios.
+//! [`scenario`] the scenarios.
 
 mod api;
 mod bots;

@@ -2,6 +2,7 @@
 //! sockets at a rate with a bound on handshakes in flight.
 
 mod connect;
+mod feed;
 mod hostile;
 mod http;
 mod play;
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli, open_files: u64) -> anyhow::Result<()> {
             Scenario::Revoke(args) => revoke::run(&ctx, args, open_files).await,
             Scenario::Http(args) => http::run(&ctx, args).await,
             Scenario::Hostile(args) => hostile::run(&ctx, args).await,
+            Scenario::Feed(args) => feed::run(&ctx, args).await,
         }
     };
     let mut report = match tokio::time::timeout(common.max_time, scenario).await {
@@ -102,7 +104,11 @@ pub async fn run(cli: Cli, open_files: u64) -> anyhow::Result<()> {
         eprintln!("chart written to {}", path.display());
     }
     if report.mismatch_count > 0 {
-        anyhow::bail!("{} sockets did not end as expected", report.mismatch_count);
+        let what = match report.scenario {
+            "feed" => "revocation events did not arrive exactly once",
+            _ => "sockets did not end as expected",
+        };
+        anyhow::bail!("{} {what}", report.mismatch_count);
     }
     Ok(())
 }
