@@ -6,6 +6,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
 use tether::auth::jwt::TokenKeys;
+use tether::auth::keyset::{self, KeyAlgorithm, KeySet};
 use tether::sessions::SessionRegistry;
 use tether::store::SessionRecord;
 use tether_shared::api::Role;
@@ -21,8 +22,12 @@ fn live_record(now: OffsetDateTime) -> SessionRecord {
 }
 
 fn auth_path(c: &mut Criterion) {
-    let keys = TokenKeys::new(&[7u8; 32], "tether", "tether", Duration::from_secs(900), 30)
-        .expect("a 32-byte secret and a crypto backend");
+    let set = KeySet::from_secret(&[7u8; 32]).expect("a 32-byte secret");
+    let keys =
+        TokenKeys::new(&set, "tether", "tether", Duration::from_secs(900), 30).expect("a crypto backend");
+    let ed_set = KeySet { keys: vec![keyset::generate(KeyAlgorithm::EdDsa, Some("ed".into()))], active: 0 };
+    let eddsa =
+        TokenKeys::new(&ed_set, "tether", "tether", Duration::from_secs(900), 30).expect("an Ed25519 key");
     let now = tether::store::now();
     let registry = SessionRegistry::default();
     let records: Vec<SessionRecord> = (0..SESSIONS).map(|_| live_record(now)).collect();
@@ -38,6 +43,14 @@ fn auth_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("auth_path");
     group.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     group.bench_function("verify", |b| b.iter(|| keys.verify(black_box(&token)).expect("a valid token")));
+    let ed_token = eddsa
+        .issue(UserId(mine.user_id), sid, Role::Player, "alice", now.unix_timestamp())
+        .expect("issuing an EdDSA token");
+    // EdDSA costs a curve operation per verify where HS256 costs two hashes: the ratio
+    // tells an operator what moving to asymmetric keys costs per request.
+    group.bench_function("verify_eddsa", |b| {
+        b.iter(|| eddsa.verify(black_box(&ed_token)).expect("a valid token"))
+    });
     group.bench_function("check_10k_sessions", |b| {
         b.iter(|| registry.check(black_box(sid), now).is_ok_and(|entry| entry.id == sid))
     });

@@ -1,13 +1,16 @@
 //! The application: state, router and the listener it owns, background upkeep, and
 //! a graceful stop that also closes the upgraded sockets axum does not track.
 
-use crate::auth::jwt::TokenKeys;
+use crate::auth::jwt::{Keys, TokenKeys};
+use crate::auth::key_file::KeyFileWatch;
 use crate::auth::passwords::Passwords;
 use crate::bans::BanList;
 use crate::cluster::{ClusterBus, LogFollower, SharedLog};
 use crate::config::Config;
+use crate::feed::FeedHead;
 use crate::game::{RoomSettings, Rooms};
 use crate::limits::Limits;
+use crate::services::ServiceCredentials;
 use crate::sessions::SessionMisses;
 use crate::sessions::SessionRegistry;
 use crate::store::{self, Store};
@@ -28,6 +31,8 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 const LAST_SEEN_FLUSH_EVERY: Duration = Duration::from_secs(30);
 /// How often rate limiters forget clients that are back to a full allowance.
 const LIMITER_TIDY_EVERY: Duration = Duration::from_secs(60);
+/// How often the revocation log drops events whose sessions have all ended.
+const LOG_PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How long a stop waits for sockets to send their 1001 and finish writing.
 const SOCKET_DRAIN_BOUND: Duration = Duration::from_secs(8);
 
@@ -58,7 +63,8 @@ pub struct Shared {
     pub bans: BanList,
     pub rooms: Rooms,
     pub limits: Arc<Limits>,
-    pub keys: Arc<TokenKeys>,
+    /// The key set in force; replaced whole when `--jwt-keys-file` changes.
+    pub keys: Keys,
     pub passwords: Passwords,
     /// Socket tasks, so that a stop can wait for them.
     pub socket_tasks: TaskTracker,
@@ -67,6 +73,10 @@ pub struct Shared {
     pub revocations: TaskTracker,
     /// How far this node has applied the revocation log.
     pub log: SharedLog,
+    /// How far revocation streams may send: what this node has applied.
+    pub feed: FeedHead,
+    /// The other services' credentials, as last read from the store.
+    pub services: ServiceCredentials,
     /// Sessions this node is loading from the store after a registry miss.
     pub misses: SessionMisses,
     /// Cancelled when the server stops; sockets then close with 1001.
@@ -77,13 +87,14 @@ impl AppState {
     /// How long a session must be remembered after it ended: as long as an access
     /// token issued before the end can still pass the signature check.
     pub fn session_retention(&self) -> Duration {
-        self.keys.access_ttl() + Duration::from_secs(self.config.jwt_leeway) + Duration::from_secs(60)
+        self.config.access_ttl + Duration::from_secs(self.config.jwt_leeway) + Duration::from_secs(60)
     }
 }
 
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    key_file: KeyFileWatch,
 }
 
 impl App {
@@ -92,14 +103,16 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         crate::telemetry::metrics::exporter();
         let store = store::connect(&config.database_url).await?;
-        let secret = bootstrap::jwt_secret(&config)?;
+        let key_set = bootstrap::key_set(&config)?;
         let keys = TokenKeys::new(
-            &secret,
+            &key_set,
             &config.jwt_issuer,
             &config.jwt_audience,
             config.access_ttl,
             config.jwt_leeway,
         )?;
+        tracing::info!(active = %key_set.active().kid, kids = %key_set.kids().join(","), "signing keys loaded");
+        let key_file = KeyFileWatch::start(config.jwt_keys_file.clone());
         let passwords = Passwords::with_queue(
             config.argon2_memory_kib,
             config.argon2_iterations,
@@ -142,17 +155,21 @@ impl App {
             bans,
             rooms,
             limits,
+            feed: FeedHead::starting_at(log.applied()),
             log,
+            services: ServiceCredentials::default(),
             misses: SessionMisses::default(),
-            keys: Arc::new(keys),
+            keys: Keys::new(keys),
             passwords,
             socket_tasks: TaskTracker::new(),
             revocations: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         }));
         load_registry(&state).await?;
+        crate::services::load(&state).await?;
+        prune_revocation_log(&state).await;
         bootstrap::first_admin(&state).await?;
-        Ok(App { listener, state })
+        Ok(App { listener, state, key_file })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -174,8 +191,10 @@ impl App {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let App { listener, state } = self;
+        let App { listener, state, key_file } = self;
         let upkeep = tokio::spawn(run_upkeep(state.clone()));
+        let key_watch = tokio::spawn(key_file.run(state.clone()));
+        let service_watch = tokio::spawn(crate::services::follow(state.clone()));
         let cluster = state.bus.clone().map(|bus| {
             (
                 tokio::spawn(crate::cluster::follow_revocations(state.clone(), bus.clone())),
@@ -210,6 +229,8 @@ impl App {
             tracing::warn!(remaining = state.socket_tasks.len(), "sockets still open at stop");
         }
         upkeep.abort();
+        key_watch.abort();
+        service_watch.abort();
         if let Some((follower, presence)) = cluster {
             follower.abort();
             // The presence task withdraws this node's counts as it ends.
@@ -247,6 +268,7 @@ async fn run_upkeep(state: AppState) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut flush = tokio::time::interval(LAST_SEEN_FLUSH_EVERY);
     let mut tidy = tokio::time::interval(LIMITER_TIDY_EVERY);
+    let mut prune = tokio::time::interval_at(tokio::time::Instant::now() + LOG_PRUNE_EVERY, LOG_PRUNE_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -256,11 +278,21 @@ async fn run_upkeep(state: AppState) {
                 plan.execute(crate::revocation::CLOSE_CONFIRM_BOUND).await;
             }
             _ = flush.tick() => flush_last_seen(&state).await,
+            _ = prune.tick() => prune_revocation_log(&state).await,
             _ = tidy.tick() => {
                 state.limits.forget_idle();
                 state.rooms.forget_idle();
             }
         }
+    }
+}
+
+/// Forgets log events no session needs any more; feed cursors before them then get
+/// `reset`. A failure only delays it.
+async fn prune_revocation_log(state: &AppState) {
+    match state.store.prune_revocation_log(store::now()).await {
+        Ok(floor) => tracing::debug!(pruned_through = floor, "revocation log pruned"),
+        Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot prune the revocation log"),
     }
 }
 

@@ -2,6 +2,7 @@
 //! first admin, created once and said once.
 
 use crate::app::AppState;
+use crate::auth::keyset::KeySet;
 use crate::config::Config;
 use crate::store::{self, NewUser};
 use base64::Engine as _;
@@ -13,16 +14,28 @@ use tether_shared::api::Role;
 
 pub const FIRST_ADMIN_NAME: &str = "admin";
 
+/// The keys of `--jwt-keys-file`, or the v1 secret as a key set of one.
+pub fn key_set(config: &Config) -> anyhow::Result<KeySet> {
+    anyhow::ensure!(
+        config.jwt_keys_file.is_none() || config.jwt_secret_file.is_none(),
+        "give --jwt-keys-file or --jwt-secret-file (or their TETHER_* variables), not both"
+    );
+    match &config.jwt_keys_file {
+        Some(path) => KeySet::read(path),
+        None => KeySet::from_secret(&jwt_secret(config)?),
+    }
+}
+
 /// The secret from `--jwt-secret-file`; with SQLite and no such flag, the one kept
 /// beside the database file (created on first start).
-pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(path) = &config.jwt_secret_file {
         return read_secret(path);
     }
     anyhow::ensure!(
         !config.is_postgres(),
-        "with PostgreSQL, --jwt-secret-file (or TETHER_JWT_SECRET_FILE) is required, \
-         so that every node signs with the same secret"
+        "with PostgreSQL, --jwt-secret-file or --jwt-keys-file (or TETHER_JWT_SECRET_FILE, \
+         TETHER_JWT_KEYS_FILE) is required, so that every node signs with the same keys"
     );
     let Some(database_file) = sqlite_file(&config.database_url) else {
         tracing::warn!("in-memory database: using a signing secret that lives only as long as this process");
@@ -36,7 +49,7 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     read_secret(&path)
 }
 
-fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     let contents = std::fs::read(path)
         .map_err(|e| anyhow::anyhow!("cannot read the JWT secret file {}: {e}", path.display()))?;
     let secret = contents.trim_ascii().to_vec();

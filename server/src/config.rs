@@ -21,6 +21,12 @@ pub enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Signing keys for --jwt-keys-file.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Credentials of the game's other services (introspection, revocation feed).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Apply pending migrations and exit.
     Migrate {
         #[arg(long, env = "TETHER_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
@@ -60,6 +66,45 @@ pub enum UserCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print one new private JWK as one line of JSON.
+    Generate {
+        #[arg(long, value_enum, required_unless_present = "from_secret_file")]
+        alg: Option<crate::auth::keyset::KeyAlgorithm>,
+        /// The key's id (random when not given).
+        #[arg(long, conflicts_with = "from_secret_file")]
+        kid: Option<String>,
+        /// Print the JWK of this --jwt-secret-file with its v1 kid instead, so that
+        /// moving to a key file logs nobody out.
+        #[arg(long, conflicts_with = "alg")]
+        from_secret_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a credential; prints `{name, client_id, client_secret}` once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, env = "TETHER_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
+    /// List the credentials (never their secrets), one JSON object per line.
+    List {
+        #[arg(long, env = "TETHER_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
+    /// Revoke a credential: every node refuses it within 5 s and ends its streams.
+    Revoke {
+        #[arg(long)]
+        name: String,
+        #[arg(long, env = "TETHER_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
+}
+
 /// Everything `serve` needs. Each flag is also read from `TETHER_<FLAG>`.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -74,6 +119,11 @@ pub struct Config {
     /// File whose contents are the JWT signing secret (at least 32 bytes).
     #[arg(long, env = "TETHER_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
+
+    /// JSON key set `{"active": KID, "keys": [private JWK, ...]}` (HS256 and Ed25519
+    /// keys), reread on SIGHUP and on change; instead of --jwt-secret-file.
+    #[arg(long, env = "TETHER_JWT_KEYS_FILE")]
+    pub jwt_keys_file: Option<PathBuf>,
 
     /// Extra origins allowed to open sockets, comma-separated.
     #[arg(long, env = "TETHER_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -246,6 +296,11 @@ pub struct Config {
     /// 0: never.
     #[arg(long, env = "TETHER_MAX_STALENESS", default_value = "30s", value_parser = parse_duration_or_zero)]
     pub max_staleness: Duration,
+
+    /// How long a revocation stream's consumer may leave its queue full (not reading)
+    /// before the stream is cut off; it then resumes with its last event id.
+    #[arg(long, env = "TETHER_REVOCATION_STREAM_STALL", default_value = "10s", value_parser = parse_duration)]
+    pub revocation_stream_stall: Duration,
 
     /// Revoked sessions a node reads from the revocation log at a time.
     #[arg(long, env = "TETHER_REVOCATION_BATCH_SIZE", default_value_t = 2000,

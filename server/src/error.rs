@@ -24,6 +24,9 @@ pub enum ApiError {
     SessionExpired,
     #[error("unknown or already used refresh token")]
     InvalidRefreshToken,
+    /// A service credential (HTTP Basic) was missing or wrong.
+    #[error("missing or wrong service credentials")]
+    InvalidClient,
     #[error("this account is banned")]
     Banned { reason: Option<String>, until: Option<OffsetDateTime> },
     #[error("not allowed")]
@@ -65,7 +68,8 @@ impl ApiError {
             | ApiError::InvalidToken
             | ApiError::SessionRevoked
             | ApiError::SessionExpired
-            | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            | ApiError::InvalidRefreshToken
+            | ApiError::InvalidClient => StatusCode::UNAUTHORIZED,
             ApiError::Banned { .. } | ApiError::Forbidden | ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -84,6 +88,7 @@ impl ApiError {
             ApiError::SessionRevoked => "session_revoked",
             ApiError::SessionExpired => "session_expired",
             ApiError::InvalidRefreshToken => "invalid_refresh_token",
+            ApiError::InvalidClient => "invalid_client",
             ApiError::Banned { .. } => "banned",
             ApiError::Forbidden | ApiError::Refused(_) => "forbidden",
             ApiError::NotFound => "not_found",
@@ -141,6 +146,9 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 );
+            }
+            ApiError::InvalidClient => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="tether""#));
             }
             ApiError::RateLimited { retry_after_secs } | ApiError::Busy { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

@@ -11,8 +11,9 @@ use clap::Parser as _;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::Read as _;
 use tether::App;
+use tether::auth::keyset::{self, KeySet};
 use tether::auth::passwords::Passwords;
-use tether::config::{Cli, Command, Config, UserCommand};
+use tether::config::{Cli, Command, Config, KeysCommand, ServiceCommand, UserCommand};
 use tether::store::{self, CreateUser, NewUser};
 use tether_shared::api::Role;
 
@@ -26,6 +27,19 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Keys(KeysCommand::Generate { alg, kid, from_secret_file }) => {
+            let key = match (from_secret_file, alg) {
+                (Some(path), _) => {
+                    let secret = tether::bootstrap::read_secret(&path)?;
+                    KeySet::from_secret(&secret)?.active().clone()
+                }
+                (None, Some(alg)) => keyset::generate(alg, kid),
+                (None, None) => anyhow::bail!("give --alg or --from-secret-file"),
+            };
+            println!("{}", serde_json::to_string(&key.to_private_jwk())?);
+            Ok(())
+        }
+        Command::Service(command) => service(command).await,
         Command::User(UserCommand::Create { username, password_stdin: _, admin, database_url }) => {
             create_user(&username, admin, &database_url).await
         }
@@ -113,6 +127,45 @@ async fn create_user(username: &str, admin: bool, database_url: &str) -> anyhow:
         }
         CreateUser::UsernameTaken => anyhow::bail!("the username {username:?} is taken"),
     }
+}
+
+async fn service(command: ServiceCommand) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::Create { name, database_url } => {
+            let (record, client_secret) = tether::services::new_credential(&name)?;
+            let store = store::connect(&database_url).await?;
+            anyhow::ensure!(store.create_service(&record).await?, "the service name {name:?} is in use");
+            let printed = serde_json::json!({
+                "name": record.name,
+                "client_id": record.client_id,
+                "client_secret": client_secret,
+            });
+            println!("{printed}");
+        }
+        ServiceCommand::List { database_url } => {
+            let store = store::connect(&database_url).await?;
+            let rfc3339 =
+                |at: time::OffsetDateTime| at.format(&time::format_description::well_known::Rfc3339).ok();
+            for record in store.services().await? {
+                let printed = serde_json::json!({
+                    "name": record.name,
+                    "client_id": record.client_id,
+                    "created_at": rfc3339(record.created_at),
+                    "revoked_at": record.revoked_at.and_then(rfc3339),
+                });
+                println!("{printed}");
+            }
+        }
+        ServiceCommand::Revoke { name, database_url } => {
+            let store = store::connect(&database_url).await?;
+            anyhow::ensure!(
+                store.revoke_service(&name, store::now()).await?,
+                "no live service credential is named {name:?}"
+            );
+            println!("revoked {name}; every node refuses it within 5 s");
+        }
+    }
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

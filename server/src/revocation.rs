@@ -216,6 +216,11 @@ async fn run(state: &AppState, order: RevokeOrder) -> anyhow::Result<RevokeRespo
     let closed_later =
         state.sessions.revoke(&committed.sessions, &revocation).execute(CLOSE_CONFIRM_BOUND).await;
     let sockets_closed = closed_known + closed_later;
+    // A single node applied it just now; a cluster's nodes advance as they read the
+    // log, so that no node streams an event before every earlier one.
+    if state.bus.is_none() {
+        state.feed.advance(committed.seq);
+    }
     announce(state, committed.seq).await;
     if let Some(audit) = &order.audit
         && let Err(error) = state.store.set_audit_sockets_closed(audit.id, sockets_closed).await

@@ -212,3 +212,54 @@ pub struct BanUntil {
 pub struct AuditResponse {
     pub entries: Vec<AuditEntry>,
 }
+
+/// One revoked session, as the revocation feed and its snapshot tell other services.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokedSession {
+    pub sid: SessionId,
+    pub sub: UserId,
+    /// `logout`, `logout_all`, `session_delete`, `admin_revoke`, `revoke_all`,
+    /// `refresh_reuse`, `kick`, `ban` or `replaced`.
+    pub kind: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// When the session would have ended anyway: a consumer may forget it then.
+    #[serde(with = "time::serde::rfc3339")]
+    pub session_expires_at: OffsetDateTime,
+}
+
+/// `GET /api/auth/revocations/snapshot`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevocationSnapshot {
+    /// Resume the stream from here (`after=` or `Last-Event-ID`).
+    pub cursor: String,
+    pub revoked: Vec<RevokedSession>,
+}
+
+/// `POST /api/auth/introspect` (RFC 7662): `{"active": false}` alone, or the token's
+/// claims beside `active: true`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IntrospectionResponse {
+    pub active: bool,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<IntrospectedToken>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IntrospectedToken {
+    pub sub: UserId,
+    pub sid: SessionId,
+    pub jti: uuid::Uuid,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub name: String,
+    pub role: Role,
+    /// Always `access_token`.
+    pub token_type: String,
+}

@@ -7,6 +7,7 @@ pub mod history;
 pub mod nodes;
 pub mod process;
 pub mod proxy;
+pub mod services;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::StatusCode;
@@ -219,7 +220,7 @@ pub struct Login {
 }
 
 impl Login {
-    fn from_body(username: &str, body: &Value) -> Login {
+    pub fn from_body(username: &str, body: &Value) -> Login {
         Login {
             username: username.to_owned(),
             user_id: body["user"]["id"].as_str().unwrap().to_owned(),

@@ -29,6 +29,22 @@ pub fn tether_binary() -> PathBuf {
         .clone()
 }
 
+/// An example program of the `tether` package (`server/examples/<name>.rs`), built
+/// once per test run like the binary.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut build = Command::new(env!("CARGO"));
+    build.current_dir(&workspace).args(["build", "--quiet", "-p", "tether", "--example", name]);
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build for the example");
+    assert!(status.success(), "cargo build of the example {name} failed");
+    profile_dir.join("examples").join(name)
+}
+
 /// A `tether` command with these arguments, its output captured.
 pub fn tether(args: &[&str]) -> Command {
     let mut command = Command::new(tether_binary());

@@ -5,6 +5,7 @@
 use crate::app::AppState;
 use crate::auth::jwt::AccessClaims;
 use crate::error::ApiError;
+use crate::services::ServiceCaller;
 use crate::sessions::{SessionEntry, SessionProblem};
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
@@ -164,7 +165,17 @@ impl<S: TokenSource> FromRequestParts<AppState> for AuthSession<S> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = S::token(parts)?;
-        let claims = state.keys.verify(&token).map_err(|_| AuthFailure::InvalidToken)?;
+        let auth = AuthSession::<S>::check(state, &token).await?;
+        tracing::Span::current().record("sid", tracing::field::display(auth.claims.sid));
+        Ok(auth)
+    }
+}
+
+impl<S: TokenSource> AuthSession<S> {
+    /// What every Bearer route asks of a token (introspection too): the signature and
+    /// claims, then the registry's word on the session, then this node's freshness.
+    pub async fn check(state: &AppState, token: &str) -> Result<AuthSession<S>, AuthFailure> {
+        let claims = state.keys.current().verify(token).map_err(|_| AuthFailure::InvalidToken)?;
         let session = match state.sessions.check(claims.sid, crate::store::now()) {
             // Signed by us but not known here: a session another node just created.
             Err(SessionProblem::Unknown) => load_missing_session(state, claims.sid).await?,
@@ -182,7 +193,6 @@ impl<S: TokenSource> FromRequestParts<AppState> for AuthSession<S> {
         if state.log.is_stale() {
             return Err(AuthFailure::Stale);
         }
-        tracing::Span::current().record("sid", tracing::field::display(claims.sid));
         Ok(AuthSession { claims, session, source: PhantomData })
     }
 }
@@ -228,6 +238,35 @@ impl FromRequestParts<AppState> for AdminSession {
     }
 }
 
+/// Another service of the game, by its credential: `Authorization: Basic` with
+/// `client_id:client_secret` (RFC 7617), else 401 `invalid_client`.
+pub struct ServiceAuth(pub ServiceCaller);
+
+impl FromRequestParts<AppState> for ServiceAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (client_id, secret) = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|header| basic_credentials(header.as_bytes()))
+            .ok_or(ApiError::InvalidClient)?;
+        state.services.check(&client_id, &secret).map(ServiceAuth).ok_or(ApiError::InvalidClient)
+    }
+}
+
+fn basic_credentials(header: &[u8]) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(header).ok()?;
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let (id, secret) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +282,15 @@ mod tests {
         for bad in ["abc", "Basic abc", "Bearer ", "Bearer"] {
             let request = axum::http::Request::get("/").header("authorization", bad).body(()).unwrap();
             assert!(BearerHeader::token(&parts(request)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_split_at_the_first_colon() {
+        assert_eq!(basic_credentials(b"Basic c3ZjX2E6czpiOmM="), Some(("svc_a".into(), "s:b:c".into())));
+        assert_eq!(basic_credentials(b"basic c3ZjX2E6"), Some(("svc_a".into(), String::new())));
+        for bad in [&b"Bearer c3ZjX2E6cw=="[..], b"Basic !!!", b"Basic c3ZjX2E=", b"Basic"] {
+            assert_eq!(basic_credentials(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

@@ -1,18 +1,23 @@
-//! Access tokens: HS256 JWTs with a `kid`, and the one validation every request uses.
+//! Access tokens: JWTs signed by the active key of a key set, and the one validation
+//! every request uses.
 //!
 //! Issuing goes through `jsonwebtoken`. Verifying is on every request and upgrade, so
-//! it parses each part once: the header is compared as bytes with the one this key
-//! signs (and only parsed when it differs), the signature is checked with an HMAC
-//! keyed once at start, and the payload is decoded and deserialized once.
-//! `jsonwebtoken::decode` would decode the header, rebuild the HMAC key and
-//! deserialize the payload twice, two thirds of a verify's time.
+//! it parses each part once: the header is compared as bytes with the headers this
+//! server writes (and only parsed when it matches none), the key is found by `kid` and
+//! checked with the one algorithm that key allows, an HMAC is keyed once per key set
+//! rather than once per token, and the payload is decoded and deserialized once.
+//! `jsonwebtoken::decode` would decode the header, rebuild the key and deserialize the
+//! payload twice, two thirds of a verify's time.
 
+use crate::auth::keyset::{self, KeyAlgorithm, KeySecret, KeySet};
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
+use std::sync::Arc;
 use std::time::Duration;
 use tether_shared::api::Role;
 use tether_shared::{SessionId, UserId};
@@ -35,17 +40,50 @@ pub struct AccessClaims {
     pub name: String,
 }
 
+/// The key set in force, replaced whole when the key file changes; a request reads it
+/// without a lock.
+pub struct Keys(ArcSwap<TokenKeys>);
+
+impl Keys {
+    pub fn new(keys: TokenKeys) -> Keys {
+        Keys(ArcSwap::from_pointee(keys))
+    }
+
+    pub fn current(&self) -> arc_swap::Guard<Arc<TokenKeys>> {
+        self.0.load()
+    }
+
+    pub fn replace(&self, keys: TokenKeys) {
+        self.0.store(Arc::new(keys));
+    }
+}
+
+/// Everything that signs and verifies under one key set.
 pub struct TokenKeys {
-    encoding: EncodingKey,
-    header: Header,
-    /// `header` as it appears in the tokens this key signs (base64url of its JSON).
-    header_segment: String,
-    /// HMAC-SHA256 with the secret already absorbed; each verify starts from a copy.
-    mac: Hmac<Sha256>,
+    signing: EncodingKey,
+    signing_header: Header,
+    verifying: Vec<VerifyingKey>,
+    /// The JWKS document: the public halves of the asymmetric keys.
+    jwks: bytes::Bytes,
     issuer: String,
     audience: String,
     leeway_secs: i64,
     access_ttl: Duration,
+}
+
+struct VerifyingKey {
+    kid: String,
+    algorithm: Algorithm,
+    /// The header this server writes for the key, as it appears in its tokens
+    /// (base64url of its JSON).
+    header_segment: String,
+    check: SignatureCheck,
+}
+
+enum SignatureCheck {
+    /// HMAC-SHA256 with the secret already absorbed; each verify starts from a copy.
+    Hmac(Hmac<Sha256>),
+    Ed25519(ed25519_dalek::VerifyingKey),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +92,7 @@ pub struct InvalidToken;
 
 impl TokenKeys {
     pub fn new(
-        secret: &[u8],
+        set: &KeySet,
         issuer: &str,
         audience: &str,
         access_ttl: Duration,
@@ -64,16 +102,29 @@ impl TokenKeys {
             jsonwebtoken::crypto::CryptoProvider::try_get_default().is_some(),
             "jsonwebtoken has no crypto backend: enable exactly one of its backend features"
         );
-        anyhow::ensure!(secret.len() >= 32, "the JWT secret must be at least 32 bytes");
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(key_id(secret));
-        let header_segment = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
-
+        let mut verifying = Vec::with_capacity(set.keys.len());
+        for key in &set.keys {
+            let check = match &key.secret {
+                KeySecret::Hmac(secret) => SignatureCheck::Hmac(Hmac::new_from_slice(secret)?),
+                KeySecret::Ed25519 { public, .. } => {
+                    SignatureCheck::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(public)?)
+                }
+            };
+            let algorithm = jwt_algorithm(key.algorithm());
+            let header_segment = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header_of(algorithm, &key.kid))?);
+            verifying.push(VerifyingKey { kid: key.kid.clone(), algorithm, header_segment, check });
+        }
+        let active = set.active();
+        let signing = match &active.secret {
+            KeySecret::Hmac(secret) => EncodingKey::from_secret(secret)?,
+            KeySecret::Ed25519 { seed, .. } => EncodingKey::from_ed_der(&keyset::ed25519_pkcs8(seed)),
+        };
+        let public: Vec<serde_json::Value> = set.keys.iter().filter_map(|key| key.public_jwk()).collect();
         Ok(TokenKeys {
-            encoding: EncodingKey::from_secret(secret)?,
-            header,
-            header_segment,
-            mac: Hmac::new_from_slice(secret)?,
+            signing,
+            signing_header: header_of(jwt_algorithm(active.algorithm()), &active.kid),
+            verifying,
+            jwks: serde_json::to_vec(&serde_json::json!({ "keys": public }))?.into(),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             leeway_secs: i64::try_from(leeway_secs)?,
@@ -83,6 +134,16 @@ impl TokenKeys {
 
     pub fn access_ttl(&self) -> Duration {
         self.access_ttl
+    }
+
+    /// The `kid` new tokens carry.
+    pub fn active_kid(&self) -> &str {
+        self.signing_header.kid.as_deref().unwrap_or_default()
+    }
+
+    /// `{"keys":[...]}` with the public halves only.
+    pub fn jwks(&self) -> bytes::Bytes {
+        self.jwks.clone()
     }
 
     pub fn issue(
@@ -104,7 +165,7 @@ impl TokenKeys {
             role,
             name: name.to_owned(),
         };
-        Ok(jsonwebtoken::encode(&self.header, &claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(&self.signing_header, &claims, &self.signing)?)
     }
 
     /// Signature, algorithm, `kid`, `iss`, `aud`, `exp` and the presence of every claim.
@@ -118,22 +179,33 @@ impl TokenKeys {
         }
         let (signed, signature) = token.rsplit_once('.').ok_or(InvalidToken)?;
         let (header, payload) = signed.split_once('.').ok_or(InvalidToken)?;
-        // Only HS256 under this key's `kid`: a token naming any other algorithm (none,
-        // RS256 with our secret as a "public key", ...) is refused before its
-        // signature is looked at.
-        if header != self.header_segment && !self.is_own_header(token) {
-            return Err(InvalidToken);
-        }
-        // Room for any 32-byte signature's encoding, so a longer one is an error of
+        // Only a key of this set, with that key's own algorithm: a token naming any
+        // other (none, HS256 under an Ed25519 kid with the public key as its secret,
+        // ...) is refused before its signature is looked at.
+        let key = match self.verifying.iter().find(|key| key.header_segment == header) {
+            Some(key) => key,
+            None => self.key_of_parsed_header(token).ok_or(InvalidToken)?,
+        };
+        // Room for any 64-byte signature's encoding, so a longer one is an error of
         // length rather than of buffer size.
-        let mut tag = [0u8; 48];
-        if URL_SAFE_NO_PAD.decode_slice(signature, &mut tag) != Ok(32) {
-            return Err(InvalidToken);
+        let mut raw = [0u8; 96];
+        let length = URL_SAFE_NO_PAD.decode_slice(signature, &mut raw).map_err(|_| InvalidToken)?;
+        match &key.check {
+            SignatureCheck::Hmac(keyed) => {
+                if length != 32 {
+                    return Err(InvalidToken);
+                }
+                let mut mac = keyed.clone();
+                mac.update(signed.as_bytes());
+                // Constant time: how much of a forged tag matched must not show in the timing.
+                mac.verify_slice(&raw[..32]).map_err(|_| InvalidToken)?;
+            }
+            SignatureCheck::Ed25519(public) => {
+                let bytes: &[u8; 64] = raw[..length].try_into().map_err(|_| InvalidToken)?;
+                let signature = ed25519_dalek::Signature::from_bytes(bytes);
+                public.verify_strict(signed.as_bytes(), &signature).map_err(|_| InvalidToken)?;
+            }
         }
-        let mut mac = self.mac.clone();
-        mac.update(signed.as_bytes());
-        // Constant time: how much of a forged tag matched must not show in the timing.
-        mac.verify_slice(&tag[..32]).map_err(|_| InvalidToken)?;
 
         let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| InvalidToken)?;
         // Every field is required, so a token without any of them fails here.
@@ -145,26 +217,38 @@ impl TokenKeys {
         Ok(claims)
     }
 
-    /// A header other than the one this process writes (another serializer's field
-    /// order, say) is parsed, and must still name HS256 and this key.
-    fn is_own_header(&self, token: &str) -> bool {
-        jsonwebtoken::decode_header(token)
-            .is_ok_and(|header| header.alg == Algorithm::HS256 && header.kid == self.header.kid)
+    /// A header other than the ones this process writes (another serializer's field
+    /// order, say) is parsed, and must still name a key of this set and its algorithm.
+    fn key_of_parsed_header(&self, token: &str) -> Option<&VerifyingKey> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let kid = header.kid?;
+        self.verifying.iter().find(|key| key.kid == kid && key.algorithm == header.alg)
     }
 }
 
-/// Names the key without revealing it, so that a later key rotation can tell tokens apart.
-fn key_id(secret: &[u8]) -> String {
-    let digest = Sha256::digest(secret);
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+fn jwt_algorithm(algorithm: KeyAlgorithm) -> Algorithm {
+    match algorithm {
+        KeyAlgorithm::Hs256 => Algorithm::HS256,
+        KeyAlgorithm::EdDsa => Algorithm::EdDSA,
+    }
+}
+
+fn header_of(algorithm: Algorithm, kid: &str) -> Header {
+    let mut header = Header::new(algorithm);
+    header.kid = Some(kid.to_owned());
+    header
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn keys_of(set: &KeySet) -> TokenKeys {
+        TokenKeys::new(set, "tether", "tether", Duration::from_secs(900), 30).unwrap()
+    }
+
     fn keys() -> TokenKeys {
-        TokenKeys::new(&[7u8; 32], "tether", "tether", Duration::from_secs(900), 30).unwrap()
+        keys_of(&KeySet::from_secret(&[7u8; 32]).unwrap())
     }
 
     #[test]
@@ -181,7 +265,7 @@ mod tests {
     #[test]
     fn another_key_or_a_changed_payload_is_refused() {
         let keys = keys();
-        let other = TokenKeys::new(&[8u8; 32], "tether", "tether", Duration::from_secs(900), 30).unwrap();
+        let other = keys_of(&KeySet::from_secret(&[8u8; 32]).unwrap());
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let token =
             other.issue(UserId::new_random(), SessionId::new_random(), Role::Admin, "mallory", now).unwrap();
@@ -196,10 +280,7 @@ mod tests {
 
     /// A token over any header and payload, signed with `keys()`'s secret.
     fn signed(header: &str, payload: &str) -> String {
-        let (header, payload) = (URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
-        let mut mac = Hmac::<Sha256>::new_from_slice(&[7u8; 32]).unwrap();
-        mac.update(format!("{header}.{payload}").as_bytes());
-        format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        hmac_signed(header, payload, &[7u8; 32])
     }
 
     fn payload(exp: i64, leave_out: Option<&str>) -> String {
@@ -227,7 +308,8 @@ mod tests {
     fn another_issuer_or_audience_is_refused_under_the_same_secret() {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         for (issuer, audience) in [("elsewhere", "tether"), ("tether", "the-shop")] {
-            let foreign = TokenKeys::new(&[7u8; 32], issuer, audience, Duration::from_secs(900), 30).unwrap();
+            let set = KeySet::from_secret(&[7u8; 32]).unwrap();
+            let foreign = TokenKeys::new(&set, issuer, audience, Duration::from_secs(900), 30).unwrap();
             let token =
                 foreign.issue(UserId::new_random(), SessionId::new_random(), Role::Player, "x", now).unwrap();
             assert!(keys().verify(&token).is_err(), "{issuer}/{audience} passed");
@@ -237,7 +319,7 @@ mod tests {
     #[test]
     fn only_hs256_under_this_kid_passes_whatever_the_header_spelling() {
         let keys = keys();
-        let kid = keys.header.kid.clone().unwrap();
+        let kid = keys.active_kid().to_owned();
         let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
         let reordered = format!(r#"{{"kid":"{kid}","alg":"HS256"}}"#);
         assert!(keys.verify(&signed(&reordered, &payload(exp, None))).is_ok(), "same key, other spelling");
@@ -254,7 +336,7 @@ mod tests {
     #[test]
     fn a_signed_token_missing_any_claim_is_refused() {
         let keys = keys();
-        let header = serde_json::to_string(&keys.header).unwrap();
+        let header = serde_json::to_string(&keys.signing_header).unwrap();
         let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
         assert!(keys.verify(&signed(&header, &payload(exp, None))).is_ok());
         for claim in ["iss", "aud", "sub", "sid", "jti", "iat", "exp", "role", "name"] {
@@ -264,7 +346,82 @@ mod tests {
 
     #[test]
     fn a_short_secret_is_refused() {
-        assert!(TokenKeys::new(b"short", "tether", "tether", Duration::from_secs(60), 30).is_err());
+        assert!(KeySet::from_secret(b"short").is_err());
+    }
+
+    /// An HMAC key, an Ed25519 key and a second Ed25519 key, the first Ed25519 active.
+    fn mixed_set() -> KeySet {
+        let text = serde_json::json!({
+            "active": "ed-1",
+            "keys": [
+                keyset::generate(KeyAlgorithm::Hs256, Some("hs-1".into())).to_private_jwk(),
+                keyset::generate(KeyAlgorithm::EdDsa, Some("ed-1".into())).to_private_jwk(),
+                keyset::generate(KeyAlgorithm::EdDsa, Some("ed-2".into())).to_private_jwk(),
+            ],
+        });
+        KeySet::parse(text.to_string().as_bytes()).unwrap()
+    }
+
+    fn issue_with(keys: &TokenKeys) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        keys.issue(UserId::new_random(), SessionId::new_random(), Role::Player, "dora", now).unwrap()
+    }
+
+    #[test]
+    fn every_key_of_the_set_verifies_and_only_the_active_one_signs() {
+        let mut set = mixed_set();
+        let eddsa = keys_of(&set);
+        let token = issue_with(&eddsa);
+        assert_eq!(jsonwebtoken::decode_header(&token).unwrap().kid.as_deref(), Some("ed-1"));
+        assert!(eddsa.verify(&token).is_ok());
+        set.active = 0;
+        let hmac = keys_of(&set);
+        assert!(hmac.verify(&token).is_ok(), "a token of a key that is no longer active still verifies");
+        assert!(eddsa.verify(&issue_with(&hmac)).is_ok());
+        set.keys.remove(1);
+        set.active = 0;
+        assert!(keys_of(&set).verify(&token).is_err(), "a removed key's tokens are refused");
+    }
+
+    #[test]
+    fn jwks_holds_the_public_halves_only() {
+        let set = mixed_set();
+        let jwks: serde_json::Value = serde_json::from_slice(&keys_of(&set).jwks()).unwrap();
+        let kids: Vec<&str> =
+            jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+        assert_eq!(kids, ["ed-1", "ed-2"]);
+        for key in jwks["keys"].as_array().unwrap() {
+            assert!(key.get("d").is_none() && key.get("k").is_none(), "a private part was published: {key}");
+        }
+    }
+
+    /// A token whose header and payload are `header`/`payload`, HMAC-signed with `secret`.
+    fn hmac_signed(header: &str, payload: &str, secret: &[u8]) -> String {
+        let (header, payload) = (URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        mac.update(format!("{header}.{payload}").as_bytes());
+        format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn the_public_key_never_serves_as_an_hmac_secret() {
+        let set = mixed_set();
+        let keys = keys_of(&set);
+        let KeySecret::Ed25519 { public, .. } = &set.keys[1].secret else { unreachable!() };
+        let jwk = set.keys[1].public_jwk().unwrap().to_string();
+        let encoded = URL_SAFE_NO_PAD.encode(public);
+        let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
+        for secret in [&public[..], encoded.as_bytes(), jwk.as_bytes()] {
+            for kid in ["ed-1", "hs-1"] {
+                let header = format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#);
+                assert!(keys.verify(&hmac_signed(&header, &payload(exp, None), secret)).is_err());
+            }
+        }
+        // An EdDSA signature under the HMAC key's kid is refused too.
+        let token = issue_with(&keys);
+        let (_, rest) = token.split_once('.').unwrap();
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","typ":"JWT","kid":"hs-1"}"#);
+        assert!(keys.verify(&format!("{header}.{rest}")).is_err());
     }
 
     mod properties {

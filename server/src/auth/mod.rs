@@ -3,7 +3,11 @@
 
 pub mod extract;
 pub mod jwt;
+pub mod key_file;
+pub mod keyset;
 pub mod passwords;
 pub mod refresh;
 
-pub use extract::{AdminSession, AuthFailure, AuthSession, BearerHeader, BearerToRevoke, UpgradeToken};
+pub use extract::{
+    AdminSession, AuthFailure, AuthSession, BearerHeader, BearerToRevoke, ServiceAuth, UpgradeToken,
+};

@@ -215,6 +215,7 @@ async fn apply_backlog(state: &AppState, cursor: &mut LogCursor) -> anyhow::Resu
     }
     *cursor = LogCursor::after_event(head);
     follower.applied.store(head, Ordering::SeqCst);
+    state.feed.advance(head);
     let mut sockets = 0;
     for plan in closing {
         sockets += plan.await.unwrap_or(0);

@@ -278,7 +278,8 @@ fn token_pair(
 ) -> ApiResult<Response> {
     let role = Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("unknown role {:?}", user.role))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let access_token = state.keys.issue(UserId(user.id), SessionId(session.id), role, &user.username, now)?;
+    let access_token =
+        state.keys.current().issue(UserId(user.id), SessionId(session.id), role, &user.username, now)?;
     let remaining = (session.expires_at.unix_timestamp() - now).max(0);
     let cookie = Cookie::build((COOKIE_NAME, refresh_token.clone()))
         .http_only(true)
@@ -290,7 +291,7 @@ fn token_pair(
     let body = TokenPairResponse {
         access_token,
         token_type: "Bearer".to_owned(),
-        expires_in: state.keys.access_ttl().as_secs(),
+        expires_in: state.config.access_ttl.as_secs(),
         refresh_token,
         session_id: SessionId(session.id),
         user: UserView { id: UserId(user.id), username: user.username.clone(), role },

@@ -9,6 +9,7 @@ mod health;
 mod metrics;
 pub mod openapi;
 mod pages;
+mod services;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -32,6 +33,7 @@ pub fn router(web_dir: Option<&std::path::Path>) -> Router<AppState> {
         .merge(health::router())
         .merge(metrics::router())
         .merge(openapi::router())
+        .merge(services::router())
         .merge(pages::router(web_dir))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

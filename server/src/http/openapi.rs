@@ -1,7 +1,7 @@
 //! `GET /api/openapi.json`: the OpenAPI 3 document of every HTTP route, generated
 //! from the handlers' annotations and the shared crate's types.
 
-use super::{account, admin, auth, health};
+use super::{account, admin, auth, health, services};
 use crate::app::AppState;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -30,9 +30,10 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         admin::list_sessions, admin::revoke_session, admin::kick_user, admin::ban_user, admin::unban_user,
         admin::revoke_all, admin::audit_trail,
         health::healthz, health::readyz,
+        services::jwks, services::introspect, services::snapshot, services::stream,
         websocket, metrics_text, openapi_json, game_page, game_asset, admin_page, admin_asset,
     ),
-    components(schemas(ErrorBody, BanTerms, Role, UserView)),
+    components(schemas(ErrorBody, BanTerms, Role, UserView, RevokedSession)),
     modifiers(&BearerScheme),
 )]
 struct ApiDoc;
@@ -44,6 +45,9 @@ impl Modify for BearerScheme {
         let components = openapi.components.get_or_insert_with(Default::default);
         let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        // The game's other services: `tether service create` makes the credential.
+        let basic = HttpBuilder::new().scheme(HttpAuthScheme::Basic).build();
+        components.add_security_scheme("service", SecurityScheme::Http(basic));
     }
 }
 

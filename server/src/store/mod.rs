@@ -170,6 +170,16 @@ impl LogCursor {
     }
 }
 
+/// Another service's credential, as stored: the secret only as its SHA-256.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ServiceRecord {
+    pub name: String,
+    pub client_id: String,
+    pub secret_hash: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
 /// The outcome of presenting a refresh token.
 pub enum RefreshOutcome {
     /// The token was current and is now rotated to the new hash.
@@ -347,24 +357,36 @@ impl Store {
 
     /// Records a new session and its first refresh token, atomically.
     pub async fn create_session(&self, session: &SessionRecord, refresh_hash: &[u8]) -> anyhow::Result<()> {
+        self.create_sessions([(session, refresh_hash)]).await
+    }
+
+    /// Records many sessions with their first refresh tokens in one transaction: the
+    /// fixtures of mass-revocation tests and benchmarks, where one login per session
+    /// would cost minutes of password hashing.
+    pub async fn create_sessions<'a>(
+        &self,
+        sessions: impl IntoIterator<Item = (&'a SessionRecord, &'a [u8])>,
+    ) -> anyhow::Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(INSERT_SESSION)
-                .bind(session.id)
-                .bind(session.user_id)
-                .bind(session.created_at)
-                .bind(session.expires_at)
-                .bind(session.last_seen_at)
-                .bind(session.user_agent.as_deref())
-                .bind(session.ip.as_deref())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(INSERT_REFRESH_TOKEN)
-                .bind(refresh_hash)
-                .bind(session.id)
-                .bind(session.created_at)
-                .execute(&mut *tx)
-                .await?;
+            for (session, refresh_hash) in sessions {
+                sqlx::query(INSERT_SESSION)
+                    .bind(session.id)
+                    .bind(session.user_id)
+                    .bind(session.created_at)
+                    .bind(session.expires_at)
+                    .bind(session.last_seen_at)
+                    .bind(session.user_agent.as_deref())
+                    .bind(session.ip.as_deref())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(INSERT_REFRESH_TOKEN)
+                    .bind(refresh_hash)
+                    .bind(session.id)
+                    .bind(session.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
         });
         Ok(())
@@ -616,6 +638,81 @@ impl Store {
     /// The newest `limit` audit entries, newest first.
     pub async fn audit_entries(&self, limit: i64) -> anyhow::Result<Vec<AuditRecord>> {
         Ok(on_pool!(self, pool => sqlx::query_as(AUDIT_NEWEST).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// False when the name is taken (by a live or a revoked credential).
+    pub async fn create_service(&self, service: &ServiceRecord) -> anyhow::Result<bool> {
+        let inserted = on_pool!(self, pool => sqlx::query(INSERT_SERVICE)
+            .bind(&service.name)
+            .bind(&service.client_id)
+            .bind(&service.secret_hash)
+            .bind(service.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        match inserted {
+            Ok(()) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every credential, revoked ones included, by name.
+    pub async fn services(&self) -> anyhow::Result<Vec<ServiceRecord>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(ALL_SERVICES).fetch_all(pool).await?))
+    }
+
+    /// False when no live credential has that name.
+    pub async fn revoke_service(&self, name: &str, at: OffsetDateTime) -> anyhow::Result<bool> {
+        let revoked = on_pool!(self, pool => sqlx::query(REVOKE_SERVICE)
+            .bind(name)
+            .bind(at)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(revoked == 1)
+    }
+
+    /// `(pruned_through, head)`: events up to the first are gone; the second is the newest.
+    pub async fn revocation_log_bounds(&self) -> anyhow::Result<(i64, i64)> {
+        Ok(on_pool!(self, pool => sqlx::query_as(REVOCATION_LOG_BOUNDS).fetch_one(pool).await?))
+    }
+
+    /// Revoked sessions whose lifetime has not ended at `now`, revoked by events up
+    /// to `up_to`, in log order.
+    pub async fn revoked_sessions_alive(
+        &self,
+        up_to: i64,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Vec<LoggedRevocation>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(REVOKED_SESSIONS_ALIVE)
+            .bind(up_to)
+            .bind(now)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Drops the events whose sessions have all passed their lifetime (never the
+    /// newest event, which seqs continue from); returns the new floor.
+    pub async fn prune_revocation_log(&self, now: OffsetDateTime) -> anyhow::Result<i64> {
+        let is_postgres = self.is_postgres();
+        let _one_writer = self.sqlite_writer_turn().await;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if is_postgres {
+                sqlx::query(LOCK_REVOCATION_LOG).execute(&mut *tx).await?;
+            }
+            let (keep_from,): (i64,) = sqlx::query_as(OLDEST_EVENT_TO_KEEP).bind(now).fetch_one(&mut *tx).await?;
+            let through = keep_from - 1;
+            if through > 0 {
+                sqlx::query(DELETE_EVENTS_THROUGH).bind(through).execute(&mut *tx).await?;
+                sqlx::query(RAISE_LOG_FLOOR).bind(through).execute(&mut *tx).await?;
+            }
+            let (floor,): (i64,) =
+                sqlx::query_as(LOG_FLOOR).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(floor)
+        })
     }
 
     /// Persists `last_seen_at`, which the registry keeps in memory between flushes.

@@ -138,3 +138,39 @@ pub(super) const UPDATE_LAST_SEEN: &str =
 /// that seqs commit in the order they were drawn and the log has no gap a reader could
 /// pass. SQLite's single writer gives the same order by itself.
 pub(super) const LOCK_REVOCATION_LOG: &str = "SELECT pg_advisory_xact_lock(7460001)";
+
+pub(super) const INSERT_SERVICE: &str =
+    "INSERT INTO services (name, client_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)";
+
+pub(super) const ALL_SERVICES: &str =
+    "SELECT name, client_id, secret_hash, created_at, revoked_at FROM services ORDER BY name";
+
+pub(super) const REVOKE_SERVICE: &str =
+    "UPDATE services SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
+
+/// How far the log is pruned, and its newest seq.
+pub(super) const REVOCATION_LOG_BOUNDS: &str = "SELECT \
+     (SELECT pruned_through FROM revocation_log_floor WHERE id = 1), \
+     (SELECT COALESCE(MAX(seq), 0) FROM revocation_events)";
+
+/// Revoked sessions whose lifetime has not ended at $2, revoked by events up to $1.
+pub(super) const REVOKED_SESSIONS_ALIVE: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    ", revocation_seq FROM sessions \
+     WHERE revocation_seq IS NOT NULL AND revocation_seq <= $1 AND expires_at > $2 \
+     ORDER BY revocation_seq, id"
+);
+
+/// The oldest event that still revoked a session alive at $1 (else the newest event):
+/// everything before it may go.
+pub(super) const OLDEST_EVENT_TO_KEEP: &str = "SELECT COALESCE(\
+     (SELECT MIN(revocation_seq) FROM sessions WHERE revocation_seq IS NOT NULL AND expires_at > $1), \
+     (SELECT COALESCE(MAX(seq), 0) FROM revocation_events))";
+
+pub(super) const DELETE_EVENTS_THROUGH: &str = "DELETE FROM revocation_events WHERE seq <= $1";
+
+pub(super) const RAISE_LOG_FLOOR: &str =
+    "UPDATE revocation_log_floor SET pruned_through = $1 WHERE id = 1 AND pruned_through < $1";
+
+pub(super) const LOG_FLOOR: &str = "SELECT pruned_through FROM revocation_log_floor WHERE id = 1";

@@ -61,6 +61,21 @@ pub fn revoke_to_close(elapsed: Duration) {
     histogram!("tether_revoke_to_close_seconds").record(elapsed.as_secs_f64());
 }
 
+/// A revocation stream ended because its consumer stopped reading.
+pub fn feed_consumer_cut_off() {
+    counter!("tether_revocation_stream_cut_off_total").increment(1);
+}
+
+/// Revocation streams open on this node (up on connect, down when one ends).
+pub fn feed_streams(change: f64) {
+    gauge!("tether_revocation_streams").increment(change);
+}
+
+/// Introspection answers, by whether the token was active.
+pub fn introspected(active: bool) {
+    counter!("tether_introspections_total", "active" => if active { "true" } else { "false" }).increment(1);
+}
+
 pub fn auth_failure(reason: &'static str) {
     counter!("tether_auth_failures_total", "reason" => reason).increment(1);
 }
