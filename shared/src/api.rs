@@ -238,28 +238,31 @@ pub struct RevocationSnapshot {
     pub revoked: Vec<RevokedSession>,
 }
 
-/// `POST /api/auth/introspect` (RFC 7662): `{"active": false}` alone, or the token's
-/// claims beside `active: true`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// `POST /api/auth/introspect` (RFC 7662): `{"active": false}` alone, or, for an
+/// active token, its claims beside `active: true` (every other field is then present).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntrospectionResponse {
     pub active: bool,
-    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<IntrospectedToken>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct IntrospectedToken {
-    pub sub: UserId,
-    pub sid: SessionId,
-    pub jti: uuid::Uuid,
-    pub iss: String,
-    pub aud: String,
-    pub iat: i64,
-    pub exp: i64,
-    pub name: String,
-    pub role: Role,
-    /// Always `access_token`.
-    pub token_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<SessionId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<uuid::Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// `access_token` when active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
 }

@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 #[allow(unused_imports)]
 use tether_shared::api::ErrorBody;
-use tether_shared::api::{IntrospectedToken, IntrospectionResponse, RevocationSnapshot};
+use tether_shared::api::{IntrospectionResponse, RevocationSnapshot};
 
 /// The contract's comment interval on revocation streams.
 const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
@@ -85,22 +85,20 @@ async fn introspect(
             let claims = auth.claims;
             IntrospectionResponse {
                 active: true,
-                token: Some(IntrospectedToken {
-                    sub: claims.sub,
-                    sid: claims.sid,
-                    jti: claims.jti,
-                    iss: claims.iss,
-                    aud: claims.aud,
-                    iat: claims.iat,
-                    exp: claims.exp,
-                    name: claims.name,
-                    role: claims.role,
-                    token_type: "access_token".to_owned(),
-                }),
+                sub: Some(claims.sub),
+                sid: Some(claims.sid),
+                jti: Some(claims.jti),
+                iss: Some(claims.iss),
+                aud: Some(claims.aud),
+                iat: Some(claims.iat),
+                exp: Some(claims.exp),
+                name: Some(claims.name),
+                role: Some(claims.role),
+                token_type: Some("access_token".to_owned()),
             }
         }
         Err(AuthFailure::Stale) => return Err(ApiError::NotReady),
-        Err(_) => IntrospectionResponse { active: false, token: None },
+        Err(_) => IntrospectionResponse::default(),
     };
     metrics::introspected(answer.active);
     Ok(Json(answer))
