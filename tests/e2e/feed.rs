@@ -344,3 +344,83 @@ async fn cut_offs(app: &TestApp) -> f64 {
         .find_map(|line| line.strip_prefix("tether_revocation_stream_cut_off_total "))
         .map_or(0.0, |value| value.trim().parse().unwrap())
 }
+
+/// A node cut off from the log cannot vouch for sessions to other services either:
+/// it answers introspection and the snapshot 503 (a bad token still gets its plain
+/// answer), sends nothing on its streams, and once healed delivers what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_node_tells_services_not_ready_and_streams_what_it_missed_once_back() {
+    use tether_e2e::nodes::{self, Node};
+    use tether_e2e::proxy::{CutMode, DbProxy};
+    use tether_e2e::services::introspect;
+    let Some(db) = TestDb::postgres("feed_stale_node").await else { return };
+    nodes::prepare_database(&db.url, &[], PASSWORD).await;
+    let created = nodes::cli(
+        ["service", "create", "--name", "shop", "--database-url", &db.url].map(str::to_owned).into(),
+        None,
+    )
+    .await;
+    let shop = Credential::from_printed(&created);
+    let secret = nodes::secret_file(&db);
+    let mut env_a = nodes::serve_env(&db.url, &secret, "a");
+    nodes::set_env(&mut env_a, "TETHER_MAX_STALENESS", "1s");
+    let a = Node::start("a", env_a, None).await;
+    let proxy = DbProxy::start(nodes::postgres_addr(&db.url).await).await;
+    let mut env_b = nodes::serve_env(&proxy.url_for(&db.url), &secret, "b");
+    nodes::set_env(&mut env_b, "TETHER_MAX_STALENESS", "1s");
+    let b = Node::start("b", env_b, Some(proxy)).await;
+    let (base_a, base_b) = (a.base().unwrap(), b.base().unwrap());
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+
+    let name = unique_name("p");
+    let credentials = serde_json::json!({"username": name, "password": PASSWORD});
+    assert_eq!(
+        http.post(format!("{base_a}/api/auth/register")).json(&credentials).send().await.unwrap().status(),
+        201
+    );
+    let login: Value = http
+        .post(format!("{base_a}/api/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (token, sid) = (login["access_token"].as_str().unwrap(), login["session_id"].as_str().unwrap());
+    let mut stream = Stream::open(&base_b, &shop, None, false).await;
+
+    b.proxy.as_ref().unwrap().cut(CutMode::Blackhole);
+    let stale_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{base_b}/readyz")).send().await.unwrap().status() != 503 {
+        assert!(tokio::time::Instant::now() < stale_by, "node B never turned stale");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logout = http.post(format!("{base_a}/api/auth/logout")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(logout.status(), 204);
+    // B never heard of the logout: it must not say the token is active.
+    expect_error(introspect(&http, &base_b, &shop, token).await, 503, "not_ready").await;
+    let garbage = introspect(&http, &base_b, &shop, "not.a.token").await;
+    assert_eq!(garbage.json::<Value>().await.unwrap()["active"], false, "a bad token gets its answer first");
+    let snapshot = http
+        .get(format!("{base_b}/api/auth/revocations/snapshot"))
+        .basic_auth(&shop.client_id, Some(&shop.client_secret))
+        .send()
+        .await
+        .unwrap();
+    expect_error(snapshot, 503, "not_ready").await;
+
+    b.proxy.as_ref().unwrap().heal();
+    let event = stream.next_within(Duration::from_secs(15)).await.expect("the stream survives the outage");
+    assert_eq!(sids(&[event]), [sid.to_owned()]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = introspect(&http, &base_b, &shop, token).await;
+        if answer.status() == 200 {
+            assert_eq!(answer.json::<Value>().await.unwrap()["active"], false, "the missed logout applied");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node B never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
