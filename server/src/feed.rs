@@ -85,15 +85,18 @@ pub enum FeedItem {
     Reset,
 }
 
-/// Where a stream starts: after `cursor`, or from this node's head when None.
-/// `Err(Reset)` when the log cannot resume from it.
-pub async fn starting_point(
-    state: &AppState,
-    cursor: Option<LogCursor>,
-) -> anyhow::Result<Result<LogCursor, ()>> {
-    let Some(cursor) = cursor else { return Ok(Ok(LogCursor::after_event(state.feed.get()))) };
+/// Where a stream starts.
+pub enum Start {
+    After(LogCursor),
+    /// The log cannot resume from the cursor given.
+    Reset,
+}
+
+/// After `cursor`, or from this node's head when there is none.
+pub async fn starting_point(state: &AppState, cursor: Option<LogCursor>) -> anyhow::Result<Start> {
+    let Some(cursor) = cursor else { return Ok(Start::After(LogCursor::after_event(state.feed.get()))) };
     let (pruned_through, head) = state.store.revocation_log_bounds().await?;
-    Ok(if cursor.seq < pruned_through || cursor.seq > head { Err(()) } else { Ok(cursor) })
+    Ok(if cursor.seq < pruned_through || cursor.seq > head { Start::Reset } else { Start::After(cursor) })
 }
 
 /// Feeds one consumer until it hangs up, falls behind, loses its credential, or the

@@ -372,22 +372,8 @@ async fn a_stale_node_tells_services_not_ready_and_streams_what_it_missed_once_b
     let (base_a, base_b) = (a.base().unwrap(), b.base().unwrap());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
 
-    let name = unique_name("p");
-    let credentials = serde_json::json!({"username": name, "password": PASSWORD});
-    assert_eq!(
-        http.post(format!("{base_a}/api/auth/register")).json(&credentials).send().await.unwrap().status(),
-        201
-    );
-    let login: Value = http
-        .post(format!("{base_a}/api/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (token, sid) = (login["access_token"].as_str().unwrap(), login["session_id"].as_str().unwrap());
+    let login = register_and_login_at(&http, &base_a).await;
+    let (token, sid) = (login.access_token.as_str(), login.session_id.as_str());
     let mut stream = Stream::open(&base_b, &shop, None, false).await;
 
     b.proxy.as_ref().unwrap().cut(CutMode::Blackhole);

@@ -23,17 +23,6 @@ async fn spawn_with_keys(db: std::sync::Arc<TestDb>, keys: &Path) -> TestApp {
     .await
 }
 
-async fn login_at(http: &reqwest::Client, base: &str, username: &str) -> Login {
-    let response = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "login of {username} on {base}");
-    Login::from_body(username, &response.json().await.unwrap())
-}
-
 /// Logs `username` in until its token carries `kid`, for at most the reload bound.
 async fn login_until_kid(http: &reqwest::Client, base: &str, username: &str, kid: &str) -> Login {
     let deadline = tokio::time::Instant::now() + RELOAD_BOUND + Duration::from_secs(2);
@@ -216,18 +205,6 @@ fn send_signal(process: &ServerProcess, signal: &str) {
     assert!(sent.success());
 }
 
-async fn register_and_login(http: &reqwest::Client, base: &str) -> Login {
-    let username = unique_name("k");
-    let registered = http
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    login_at(http, base, &username).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_reread_is_ignored_and_sighup_never_stops_the_server() {
     let db = TestDb::sqlite();
@@ -237,7 +214,7 @@ async fn a_bad_reread_is_ignored_and_sighup_never_stops_the_server() {
     let keys_text = keys.display().to_string();
     let mut server = start(keys_args(&db, &keys_text)).await;
     let (base, http) = (server.base(), reqwest::Client::builder().timeout(WAIT).build().unwrap());
-    let player = register_and_login(&http, &base).await;
+    let player = register_and_login_at(&http, &base).await;
 
     // Half-written, then a duplicate kid: each is logged and ignored.
     std::fs::write(&keys, r#"{"active": "hs-1", "keys": [{"kty": "oct""#).unwrap();
@@ -271,7 +248,7 @@ async fn moving_from_a_secret_file_to_a_key_file_logs_nobody_out() {
     let db = TestDb::sqlite();
     let mut server = process::serve_on(&db).await;
     let (base, http) = (server.base(), reqwest::Client::builder().timeout(WAIT).build().unwrap());
-    let player = register_and_login(&http, &base).await;
+    let player = register_and_login_at(&http, &base).await;
     // SIGHUP without a key file is logged and changes nothing.
     send_signal(&server, "-HUP");
     server.wait_for_log(|line| line["message"] == "SIGHUP: no --jwt-keys-file to reread", RELOAD_BOUND);
@@ -331,7 +308,7 @@ async fn a_key_file_change_reaches_every_node_of_a_cluster_without_a_restart() {
         args.extend(["--node-id".to_owned(), format!("keys-{node}")]);
         nodes.push(start(args).await);
     }
-    let player = register_and_login(&http, &nodes[0].base()).await;
+    let player = register_and_login_at(&http, &nodes[0].base()).await;
     assert_eq!(kid_of(&player.access_token), "hs-1");
 
     write_key_file(&keys, "ed-1", &[hmac, new_key("EdDSA", "ed-1")]);

@@ -147,22 +147,7 @@ async fn the_cli_manages_credentials_and_a_running_node_follows_within_five_seco
     assert!(listed.contains(r#""name":"shop""#) && listed.contains(&shop.client_id), "{listed}");
     assert!(!listed.contains(&shop.client_secret), "list never shows a secret");
 
-    let username = unique_name("svc");
-    http.post(format!("{base}/api/auth/register"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let login: Value = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let token = register_and_login_at(&http, &base).await.access_token;
     let status = |http: reqwest::Client, base: String, shop: Credential, token: String| async move {
         introspect(&http, &base, &shop, &token).await.status().as_u16()
     };

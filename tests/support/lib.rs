@@ -388,6 +388,31 @@ impl TestApp {
     }
 }
 
+/// A login of `username` at the server `base` (a process, or one node of several).
+pub async fn login_at(http: &reqwest::Client, base: &str, username: &str) -> Login {
+    let response = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "login of {username} on {base}");
+    Login::from_body(username, &response.json().await.unwrap())
+}
+
+/// A fresh player registered and logged in at the server `base`.
+pub async fn register_and_login_at(http: &reqwest::Client, base: &str) -> Login {
+    let username = unique_name("p");
+    let registered = http
+        .post(format!("{base}/api/auth/register"))
+        .json(&json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED, "register {username} on {base}");
+    login_at(http, base, &username).await
+}
+
 /// A socket to the server at `addr` (a `tether serve` process, say), authenticated by
 /// the `Authorization` header; `welcome` already read.
 pub async fn connect_ws_at(addr: &str, token: &str) -> WsClient {

@@ -192,7 +192,7 @@ async fn stream(
     };
     let (queue, items) = tokio::sync::mpsc::channel(feed::QUEUE);
     match feed::starting_point(&state, cursor).await? {
-        Ok(start) => {
+        feed::Start::After(start) => {
             tracing::info!(service = %caller.name, "revocation stream opened");
             let state = state.clone();
             tokio::spawn(async move {
@@ -201,7 +201,7 @@ async fn stream(
                 metrics::feed_streams(-1.0);
             });
         }
-        Err(()) => {
+        feed::Start::Reset => {
             let _ = queue.try_send(FeedItem::Reset);
         }
     }
