@@ -140,7 +140,9 @@ bench_cleanup() {
     local pid
     for pid in "${bench_children[@]}"; do alive "$pid" && stop_pid "$pid"; done
     stop_server
-    [ -n "${figs_dir:-}" ] && rm -rf "$figs_dir"
+    # An `if`, not `&&`: the trap's last status is the script's, and a run without
+    # figures must still exit 0.
+    if [ -n "${figs_dir:-}" ]; then rm -rf "$figs_dir"; fi
 }
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM

@@ -9,7 +9,9 @@
 # Needs PostgreSQL at $TETHER_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 # Usage: bench/services.sh
 # Env: TETHER_BIN, LOADGEN_BIN (else target/release/*, built first), RESULTS (bench/results),
-#      ROUNDS (3), DURATION per http phase (10s), CONCURRENCY (16), REVOCATIONS (500), BATCH (1).
+#      ROUNDS (3), DURATION per http phase (10s), CONCURRENCY (16), REVOCATIONS (500), BATCH (1),
+#      ALG (HS256: the generated secret; EdDSA: a key file with one Ed25519 key, for part 1),
+#      PARTS ("introspect feed").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -33,10 +35,21 @@ credential() {
     export LOADGEN_CLIENT_ID LOADGEN_CLIENT_SECRET
 }
 
-echo "=== 1. introspection vs /healthz, $rounds rounds, $(date -u +%FT%TZ)" | tee "$results/services-introspect.txt"
+parts=${PARTS:-introspect feed}
+alg=${ALG:-HS256}
+key_flags=()
+if [ "$alg" = EdDSA ]; then
+    keys_dir=$(mktemp -d)
+    jwk=$($tether keys generate --alg EdDSA --kid bench)
+    echo "{\"active\": \"bench\", \"keys\": [$jwk]}" >"$keys_dir/keys.json"
+    key_flags=(--jwt-keys-file "$keys_dir/keys.json")
+fi
+
+if [[ " $parts " == *" introspect "* ]]; then
+echo "=== 1. introspection vs /healthz ($alg tokens), $rounds rounds, $(date -u +%FT%TZ)" | tee "$results/services-introspect-$alg.txt"
 server_bin=$tether
 for round in $(seq 1 "$rounds"); do
-    start_server --users 16
+    start_server --users 16 "${key_flags[@]}"
     credential "sqlite://$server_work/tether.db"
     # The node rereads credentials every 2 s.
     for _ in $(seq 1 50); do
@@ -46,12 +59,14 @@ for round in $(seq 1 "$rounds"); do
     for endpoint in introspect me; do
         $loadgen http --target "$server_url" --endpoint "$endpoint" --compare-healthz --sessions 16 \
             --concurrency "$concurrency" --duration "$duration" \
-            --json "$results/services-introspect-$endpoint-$round.json" 2>&1 |
+            --json "$results/services-introspect-$alg-$endpoint-$round.json" 2>&1 |
             grep -E "per second|ratio|p50|p99|failed" | sed "s/^/  round $round $endpoint: /" |
-            tee -a "$results/services-introspect.txt"
+            tee -a "$results/services-introspect-$alg.txt"
     done
     stop_server
 done
+fi
+[[ " $parts " == *" feed "* ]] || exit 0
 
 echo "=== 2. revocation feed delivery, node A -> node B and A -> A, $(date -u +%FT%TZ)" | tee "$results/services-feed.txt"
 work=$(mktemp -d)
