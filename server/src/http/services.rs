@@ -141,6 +141,12 @@ async fn snapshot(
     if state.log.is_stale() {
         return Err(ApiError::NotReady);
     }
+    // A cluster node streams only what its follower has applied, which may be a
+    // moment behind a revocation this very node just answered: catch up first, so that
+    // a snapshot taken after a revoking call's answer includes it.
+    if state.bus.is_some() {
+        crate::cluster::catch_up(&state).await;
+    }
     let up_to = state.feed.get();
     let revoked = state.store.revoked_sessions_alive(up_to, crate::store::now()).await?;
     Ok(Json(RevocationSnapshot {
