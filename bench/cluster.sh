@@ -14,42 +14,19 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 idle=${1:-50000}
 parts=${PARTS:-revoke idle}
-admin_url=${TETHER_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 bench_bins
 results=${RESULTS:-bench/results}
 mkdir -p "$results"
-work=$(mktemp -d)
-db=tether_bench_$RANDOM$RANDOM
-url="${admin_url%/*}/$db"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do alive "$pid" && stop_pid "$pid"; done
-    psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-psql "$admin_url" -qc "CREATE DATABASE $db"
-head -c 48 /dev/urandom | base64 >"$work/secret"
-$tether migrate --database-url "$url" >/dev/null
+pg_bench_database
+url=$pg_url
+work=$pg_work
 printf '%s' bot-password | $tether user create-many --prefix bot --count 1000 --password-stdin --database-url "$url" >/dev/null
 printf '%s' 'bench admin password' | $tether user create --username benchadmin --password-stdin --admin --database-url "$url" >/dev/null
 
-ports=()
-while [ "${#ports[@]}" -lt 3 ]; do
-    port=$(free_port)
-    [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
-done
 names=(a b c)
-for i in 0 1 2; do
-    $tether serve --bind 127.0.0.1:${ports[$i]} --database-url "$url" --jwt-secret-file "$work/secret" \
-        --node-id "node-${names[$i]}" --log-format json "${LOAD_SWITCHES[@]}" "${CHEAP_HASH_SWITCHES[@]}" \
-        >"$work/node-${names[$i]}.log" 2>&1 &
-    pids+=($!)
-done
-for port in "${ports[@]}"; do
-    for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-done
+pg_bench_nodes "${names[@]}"
+pids=("${pg_node_pids[@]}")
+ports=("${node_urls[@]##*:}")
 targets="http://127.0.0.1:${ports[0]},http://127.0.0.1:${ports[1]},http://127.0.0.1:${ports[2]}"
 
 if [[ " $parts " == *" revoke "* ]]; then

@@ -15,6 +15,9 @@
 #   cpu_seconds [PID]          user + system CPU of the server (or PID) so far
 #   median N...  verdict VALUE OP TARGET  json_figure FILE NAME  json_latency FILE NAME FIELD
 #   bench_figure / record / bench_main   the rounds, the A/B alternation and the summary
+#   pg_bench_database          a fresh PostgreSQL database on $TETHER_BENCH_DATABASE_URL's server,
+#                              migrated, with a signing secret; sets pg_url pg_work; dropped at exit
+#   pg_bench_nodes NAME...     one release node of $tether per name on it; sets node_urls
 #
 # Every wait is bounded; every server and load generator listens on or talks to 127.0.0.1.
 
@@ -295,5 +298,49 @@ bench_summary() {
             bmed=$(median "${bvalues[@]}")
             echo "  $base_label: $(fmt "$bmed")$unit (median of ${#bvalues[@]}: ${bvalues[*]}), ratio $new_label/$base_label $(awk -v n="$med" -v b="$bmed" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", n / b }')"
         fi
+    done
+}
+
+# A database of its own on the bench PostgreSQL, for the several-node scripts; it and the
+# nodes started on it go when the script exits (this replaces bench_cleanup's trap).
+pg_bench_database() {
+    pg_admin_url=${TETHER_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+    pg_work=$(mktemp -d)
+    pg_db=tether_bench_$RANDOM$RANDOM
+    pg_url="${pg_admin_url%/*}/$pg_db"
+    pg_node_pids=()
+    trap pg_bench_cleanup EXIT
+    psql "$pg_admin_url" -qc "CREATE DATABASE $pg_db"
+    head -c 48 /dev/urandom | base64 >"$pg_work/secret"
+    $tether migrate --database-url "$pg_url" >/dev/null
+}
+
+pg_bench_cleanup() {
+    local pid
+    for pid in "${pg_node_pids[@]}"; do alive "$pid" && stop_pid "$pid"; done
+    psql "$pg_admin_url" -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$pg_work"
+    bench_cleanup
+}
+
+# pg_bench_nodes NAME...: nodes `node-NAME` on distinct free ports, each ready (bounded).
+pg_bench_nodes() {
+    local name port ports=() i=0
+    node_urls=()
+    while [ "${#ports[@]}" -lt "$#" ]; do
+        port=$(free_port)
+        [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
+    done
+    for name in "$@"; do
+        $tether serve --bind "127.0.0.1:${ports[$i]}" --database-url "$pg_url" --jwt-secret-file "$pg_work/secret" \
+            --node-id "node-$name" --log-format json "${LOAD_SWITCHES[@]}" "${CHEAP_HASH_SWITCHES[@]}" \
+            >"$pg_work/node-$name.log" 2>&1 &
+        pg_node_pids+=($!)
+        node_urls+=("http://127.0.0.1:${ports[$i]}")
+        i=$((i + 1))
+    done
+    for port in "${ports[@]}"; do
+        wait_healthz "http://127.0.0.1:$port" 15 || die "node on $port did not start (logs in $pg_work)"
+        for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
     done
 }

@@ -16,7 +16,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-admin_url=${TETHER_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 bench_bins
 results=${RESULTS:-bench/results}
 rounds=${ROUNDS:-3}
@@ -69,38 +68,14 @@ fi
 [[ " $parts " == *" feed "* ]] || exit 0
 
 echo "=== 2. revocation feed delivery, node A -> node B and A -> A, $(date -u +%FT%TZ)" | tee "$results/services-feed.txt"
-work=$(mktemp -d)
-db=tether_bench_$RANDOM$RANDOM
-url="${admin_url%/*}/$db"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do alive "$pid" && stop_pid "$pid"; done
-    psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-psql "$admin_url" -qc "CREATE DATABASE $db"
-head -c 48 /dev/urandom | base64 >"$work/secret"
-$tether migrate --database-url "$url" >/dev/null
+pg_bench_database
+url=$pg_url
 # A logout revokes only its own session: the same bots serve every run.
 printf '%s' bot-password | $tether user create-many --prefix bot --count "$revocations" --password-stdin --database-url "$url" >/dev/null
 credential "$url"
-ports=("$(free_port)")
-while [ "${#ports[@]}" -lt 2 ]; do
-    port=$(free_port)
-    [ "$port" != "${ports[0]}" ] && ports+=("$port")
-done
-for i in 0 1; do
-    $tether serve --bind "127.0.0.1:${ports[$i]}" --database-url "$url" --jwt-secret-file "$work/secret" \
-        --node-id "node-$i" --log-format json "${LOAD_SWITCHES[@]}" "${CHEAP_HASH_SWITCHES[@]}" \
-        >"$work/node-$i.log" 2>&1 &
-    pids+=($!)
-done
-for port in "${ports[@]}"; do
-    for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-done
-a=http://127.0.0.1:${ports[0]}
-b=http://127.0.0.1:${ports[1]}
+pg_bench_nodes a b
+a=${node_urls[0]}
+b=${node_urls[1]}
 for round in $(seq 1 "$rounds"); do
     # Alternate: across nodes, then one node.
     for follow in "$b" "$a"; do

@@ -143,7 +143,7 @@ pub async fn produce(
 }
 
 /// Sends every session after `cursor` up to event `up_to`; false when the stream
-/// must end (consumer gone or cut off, or the log no longer reaches back).
+/// must end (consumer gone or cut off).
 async fn send_through(
     state: &AppState,
     caller: &ServiceCaller,
@@ -177,12 +177,8 @@ async fn send_through(
             break;
         }
     }
-    // The log may have been pruned under a very slow reader: it must start over.
-    let (pruned_through, _) = state.store.revocation_log_bounds().await?;
-    if cursor.seq < pruned_through {
-        let _ = queue.send(FeedItem::Reset).await;
-        return Ok(false);
-    }
+    // No floor check here: pruning drops log events, never the session rows a stream
+    // reads, so a reader that fell behind a prune still gets every session once.
     *cursor = LogCursor::after_event(up_to);
     Ok(true)
 }

@@ -291,18 +291,9 @@ async fn concurrent_revocations_on_two_nodes_all_reach_the_third() {
 /// and accept it then (the history check found this: seed 0xce0d4bfa8cef2f56).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_node_whose_database_hangs_answers_an_unknown_session_503_at_once() {
-    use tether_e2e::nodes::{self, Node as ChaosNode};
-    use tether_e2e::proxy::{CutMode, DbProxy};
+    use tether_e2e::nodes;
     let Some(db) = TestDb::postgres("stale_unknown_session").await else { return };
-    nodes::prepare_database(&db.url, &[], PASSWORD).await;
-    let secret = nodes::secret_file(&db);
-    let mut env_a = nodes::serve_env(&db.url, &secret, "a");
-    nodes::set_env(&mut env_a, "TETHER_MAX_STALENESS", "1s");
-    let a = ChaosNode::start("a", env_a, None).await;
-    let proxy = DbProxy::start(nodes::postgres_addr(&db.url).await).await;
-    let mut env_b = nodes::serve_env(&proxy.url_for(&db.url), &secret, "b");
-    nodes::set_env(&mut env_b, "TETHER_MAX_STALENESS", "1s");
-    let b = ChaosNode::start("b", env_b, Some(proxy)).await;
+    let (a, b) = nodes::node_and_cuttable_node(&db).await;
     let (base_a, base_b) = (a.base().unwrap(), b.base().unwrap());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
 
@@ -314,12 +305,7 @@ async fn a_stale_node_whose_database_hangs_answers_an_unknown_session_503_at_onc
     let login = http.post(format!("{base_a}/api/auth/login")).json(&register).send().await.unwrap();
     let token = login.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
 
-    b.proxy.as_ref().unwrap().cut(CutMode::Blackhole);
-    let stale_by = tokio::time::Instant::now() + Duration::from_secs(10);
-    while http.get(format!("{base_b}/readyz")).send().await.unwrap().status() != 503 {
-        assert!(tokio::time::Instant::now() < stale_by, "node B never turned stale");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    nodes::cut_until_stale(&b, &http).await;
     let asked = tokio::time::Instant::now();
     let me = http.get(format!("{base_b}/api/me")).bearer_auth(&token).send().await.unwrap();
     let waited = asked.elapsed();

@@ -350,38 +350,30 @@ async fn cut_offs(app: &TestApp) -> f64 {
 /// answer), sends nothing on its streams, and once healed delivers what it missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_node_tells_services_not_ready_and_streams_what_it_missed_once_back() {
-    use tether_e2e::nodes::{self, Node};
-    use tether_e2e::proxy::{CutMode, DbProxy};
+    use tether_e2e::nodes;
     use tether_e2e::services::introspect;
     let Some(db) = TestDb::postgres("feed_stale_node").await else { return };
-    nodes::prepare_database(&db.url, &[], PASSWORD).await;
+    let (a, b) = nodes::node_and_cuttable_node(&db).await;
     let created = nodes::cli(
         ["service", "create", "--name", "shop", "--database-url", &db.url].map(str::to_owned).into(),
         None,
     )
     .await;
     let shop = Credential::from_printed(&created);
-    let secret = nodes::secret_file(&db);
-    let mut env_a = nodes::serve_env(&db.url, &secret, "a");
-    nodes::set_env(&mut env_a, "TETHER_MAX_STALENESS", "1s");
-    let a = Node::start("a", env_a, None).await;
-    let proxy = DbProxy::start(nodes::postgres_addr(&db.url).await).await;
-    let mut env_b = nodes::serve_env(&proxy.url_for(&db.url), &secret, "b");
-    nodes::set_env(&mut env_b, "TETHER_MAX_STALENESS", "1s");
-    let b = Node::start("b", env_b, Some(proxy)).await;
     let (base_a, base_b) = (a.base().unwrap(), b.base().unwrap());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
 
+    // The credential was made after B started: B takes it up at its next reread (2 s).
+    let taken_up_by = tokio::time::Instant::now() + Duration::from_secs(5);
+    while introspect(&http, &base_b, &shop, "not.a.token").await.status() != 200 {
+        assert!(tokio::time::Instant::now() < taken_up_by, "node B never took up the credential");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let login = register_and_login_at(&http, &base_a).await;
     let (token, sid) = (login.access_token.as_str(), login.session_id.as_str());
     let mut stream = Stream::open(&base_b, &shop, None, false).await;
 
-    b.proxy.as_ref().unwrap().cut(CutMode::Blackhole);
-    let stale_by = tokio::time::Instant::now() + Duration::from_secs(10);
-    while http.get(format!("{base_b}/readyz")).send().await.unwrap().status() != 503 {
-        assert!(tokio::time::Instant::now() < stale_by, "node B never turned stale");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    nodes::cut_until_stale(&b, &http).await;
     let logout = http.post(format!("{base_a}/api/auth/logout")).bearer_auth(token).send().await.unwrap();
     assert_eq!(logout.status(), 204);
     // B never heard of the logout: it must not say the token is active.

@@ -102,6 +102,33 @@ pub async fn postgres_addr(url: &str) -> std::net::SocketAddr {
         .expect("an address for the PostgreSQL host")
 }
 
+/// Node A straight on the test database and node B behind a [`DbProxy`] a test can
+/// cut, both with `--max-staleness 1s`, started and ready.
+pub async fn node_and_cuttable_node(db: &TestDb) -> (Node, Node) {
+    prepare_database(&db.url, &[], crate::PASSWORD).await;
+    let secret = secret_file(db);
+    let mut env_a = serve_env(&db.url, &secret, "a");
+    set_env(&mut env_a, "TETHER_MAX_STALENESS", "1s");
+    let a = Node::start("a", env_a, None).await;
+    let proxy = DbProxy::start(postgres_addr(&db.url).await).await;
+    let mut env_b = serve_env(&proxy.url_for(&db.url), &secret, "b");
+    set_env(&mut env_b, "TETHER_MAX_STALENESS", "1s");
+    let b = Node::start("b", env_b, Some(proxy)).await;
+    (a, b)
+}
+
+/// Cuts the node's database so that it hangs (no answer, no reset), and waits (10 s at
+/// most) for the node's `/readyz` to say it is stale.
+pub async fn cut_until_stale(node: &Node, http: &reqwest::Client) {
+    node.proxy.as_ref().expect("a node behind a proxy").cut(crate::proxy::CutMode::Blackhole);
+    let base = node.base().expect("a running node");
+    let stale_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{base}/readyz")).send().await.unwrap().status() != 503 {
+        assert!(tokio::time::Instant::now() < stale_by, "node {} never turned stale", node.name);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One node: its settings, its current process (None while killed) and address.
 pub struct Node {
     pub name: String,

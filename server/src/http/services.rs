@@ -181,7 +181,9 @@ async fn stream(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let from_header = headers.get("last-event-id").map(|value| value.to_str().unwrap_or("\u{0}").to_owned());
+    // Not UTF-8 is as unparsable as any other garbage: lossy text, then the parser refuses it.
+    let from_header =
+        headers.get("last-event-id").map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
     let from_query = uri.query().and_then(|query| {
         form_urlencoded::parse(query.as_bytes())
             .find(|(name, _)| name == "after")
